@@ -1,0 +1,36 @@
+"""Shared fixtures: small simulated fields and FITS writers for bad-input tests."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+
+from galaxysr.maps import tan_wcs
+
+
+@pytest.fixture
+def write_fits(tmp_path):
+    """Write an image with a simple TAN header; returns the path."""
+
+    def _write(name="map.fits", shape=(64, 64), pixel=6.0, bunit="mJy/beam", extra=None,
+               data=None, wcs=True):
+        header = fits.Header()
+        if wcs:
+            header.update(tan_wcs(SkyCoord(150 * u.deg, 2 * u.deg), pixel * u.arcsec,
+                                  shape[-2:]).to_header())
+        if bunit is not None:
+            header["BUNIT"] = bunit
+        for key, value in (extra or {}).items():
+            header[key] = value
+        if data is None:
+            data = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        path = tmp_path / name
+        fits.PrimaryHDU(data, header=header).writeto(path)
+        return path
+
+    return _write

@@ -1,0 +1,44 @@
+import re
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+
+from galaxysr.instruments import BANDS, band_from_wavelength, get_band
+
+
+def test_table_matches_the_published_beams_and_pixels():
+    expected = {"spire_250": (18.1, 6.0), "spire_350": (24.9, 8.33), "spire_500": (36.6, 12.0),
+                "scuba2_450": (7.9, 1.0)}
+    for name, (fwhm, pixel) in expected.items():
+        assert BANDS[name].fwhm == fwhm * u.arcsec
+        assert BANDS[name].pixel == pixel * u.arcsec
+
+
+def test_gaussian_beam_area_is_2_pi_sigma_squared():
+    band = get_band("spire_250")
+    sigma = 18.1 / (2 * np.sqrt(2 * np.log(2)))
+    assert np.isclose(band.beam_area.to_value(u.arcsec**2), 2 * np.pi * sigma**2)
+    assert np.isclose(band.beam_area_pixels(2 * u.arcsec), 2 * np.pi * sigma**2 / 4)
+    kernel = band.kernel(6 * u.arcsec)
+    assert np.isclose(kernel.array.sum(), 1.0, atol=1e-3)
+
+
+def test_band_lookup_by_wavelength():
+    assert band_from_wavelength(0.00025 * u.m).name == "spire_250"
+    assert band_from_wavelength(450 * u.um).name == "scuba2_450"
+
+
+def test_no_instrument_number_outside_the_table():
+    # Beam FWHMs and native pixel scales may only be written in instruments.py.
+    package = Path(__file__).parents[1] / "galaxysr"
+    pattern = re.compile(r"(?<![\d.])(18\.1|24\.9|36\.6|7\.9|8\.33)(?![\d])")
+    offenders = []
+    for path in package.glob("*.py"):
+        if path.name == "instruments.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if pattern.search(code) and '"""' not in code:
+                offenders.append(f"{path.name}:{number}: {line.strip()}")
+    assert not offenders, offenders
