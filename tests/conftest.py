@@ -34,3 +34,16 @@ def write_fits(tmp_path):
         return path
 
     return _write
+
+
+def pytest_configure(config):
+    # Two logical CPU devices, so MirroredStrategy tests can run two replicas on one CPU.
+    # Must happen before TensorFlow initialises its devices.
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    except RuntimeError:
+        pass

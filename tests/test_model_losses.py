@@ -1,0 +1,138 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from galaxysr.losses import (ApertureFluxLoss, CombinedLoss, L1Loss, MeanFluxLoss, MedianFluxLoss,
+                             aperture_sums)
+from galaxysr.model import FluxScaling, ModelConfig, build_generator
+from galaxysr.simulate import render_sources
+
+SCALING = FluxScaling()
+PIXEL = 2.0
+SIGMA_450 = 7.9 / 2.3548 / PIXEL  # 450 µm beam sigma in 2" pixels (test input, not package code)
+
+
+def _sky(sources, shape=(64, 64), background=0.0):
+    """A 450-like map (mJy/beam) with sources [(x, y, flux)] on a flat background, shaped
+    (1, H, W, 1) and normalised."""
+    x, y, f = (np.array(v, float) for v in zip(*sources)) if sources else ([], [], [])
+    image = render_sources(np.asarray(x), np.asarray(y), np.asarray(f), shape, SIGMA_450) + background
+    return tf.constant(SCALING.forward(image)[None, :, :, None], tf.float32)
+
+
+ALL = [L1Loss(), MeanFluxLoss(), MedianFluxLoss(), ApertureFluxLoss(), ApertureFluxLoss(use_generated=True),
+       CombinedLoss(), CombinedLoss(real=True)]
+
+
+@pytest.mark.parametrize("loss", ALL, ids=lambda l: f"{type(l).__name__}")
+def test_zero_for_identical_positive_otherwise(loss):
+    target = _sky([(20, 30, 20.0), (45, 12, 8.0)], background=0.5)
+    assert float(loss(target, target)) == pytest.approx(0.0, abs=1e-6)
+    dimmer = _sky([(20, 30, 14.0), (45, 12, 5.0)], background=0.2)
+    assert float(loss(target, dimmer)) > 1e-4
+
+
+@pytest.mark.parametrize("loss", ALL, ids=lambda l: f"{type(l).__name__}")
+def test_gradients_reach_the_prediction(loss):
+    target = _sky([(20, 30, 20.0), (45, 12, 8.0)])
+    pred = tf.Variable(_sky([(21, 30, 10.0)]) + 0.01)
+    with tf.GradientTape() as tape:
+        value = loss(target, pred)
+    grad = tape.gradient(value, pred).numpy()
+    assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
+
+
+def test_tf_aperture_sums_match_photutils():
+    from photutils.aperture import CircularAperture, aperture_photometry
+
+    rng = np.random.default_rng(3)
+    sources = [(rng.uniform(10, 54), rng.uniform(10, 54), rng.uniform(3, 40)) for _ in range(8)]
+    image = render_sources(*(np.array(v) for v in zip(*sources)), (64, 64), SIGMA_450)
+    positions = np.array([[s[0], s[1]] for s in sources], np.float32)
+    radius = 7.9 / PIXEL
+    ours = aperture_sums(tf.constant(image[None], tf.float32), tf.constant(positions[None]), radius)
+    theirs = aperture_photometry(image, CircularAperture(positions, r=radius), method="exact")
+    np.testing.assert_allclose(ours.numpy()[0], np.asarray(theirs["aperture_sum"]), rtol=0.01)
+
+
+def test_real_data_term_uses_sources_on_the_generated_map():
+    blank = _sky([])
+    generated = _sky([(32, 32, 25.0)])
+    assert float(ApertureFluxLoss()(blank, generated)) == 0.0          # target-only: nothing found
+    assert float(ApertureFluxLoss(use_generated=True)(blank, generated)) > 10.0  # ~25 mJy × 94 %
+
+
+def test_no_sources_gives_zero_not_nan():
+    blank = _sky([])
+    for loss in (ApertureFluxLoss(), ApertureFluxLoss(use_generated=True), CombinedLoss(real=True)):
+        value = float(loss(blank, blank))
+        assert np.isfinite(value) and value == pytest.approx(0.0, abs=1e-6)
+
+
+def test_nan_target_pixels_are_masked_from_every_term():
+    target = _sky([(20, 30, 20.0)]).numpy()
+    target[:, :, 40:] = np.nan
+    pred_a = _sky([(20, 30, 18.0)]).numpy()
+    pred_b = pred_a.copy()
+    pred_b[:, :, 40:] = 0.9  # very different where the target has no data
+    for loss in ALL:
+        a, b = float(loss(target, pred_a)), float(loss(target, pred_b))
+        assert np.isfinite(a) and a == pytest.approx(b, rel=1e-5, abs=1e-6), type(loss).__name__
+
+
+def test_flux_scaling_round_trip_and_ceiling():
+    flux = np.array([-30.0, -1.0, 0.0, 0.3, 5.0, 80.0, 499.0, 2000.0])
+    np.testing.assert_allclose(SCALING.inverse(SCALING.forward(flux)), flux, rtol=1e-6, atol=1e-9)
+    tensor = SCALING.inverse(SCALING.forward(tf.constant(flux, tf.float32)))
+    np.testing.assert_allclose(tensor.numpy(), flux, rtol=1e-4, atol=1e-5)
+    assert SCALING.forward(500.0) == pytest.approx(1.0)
+    # A sigmoid output (< 1) can never exceed the ceiling: brighter fluxes saturate.
+    assert SCALING.inverse(0.999999) < 500.0 and SCALING.forward(2000.0) > 1.0
+
+
+def test_generator_shapes_and_range():
+    config = ModelConfig(depth=4, base_filters=4, tile=64)
+    model = build_generator(config)
+    out = model(np.random.rand(2, 64, 96, 3).astype("float32"))
+    assert out.shape == (2, 64, 96, 1)
+    assert float(tf.reduce_min(out)) >= 0 and float(tf.reduce_max(out)) <= 1
+    with pytest.raises(ValueError, match="multiple"):
+        ModelConfig(depth=4, tile=100)
+
+
+def test_model_and_losses_round_trip_in_keras_format(tmp_path):
+    model = build_generator(ModelConfig(depth=3, base_filters=4, tile=32, input_bands=("spire_250",)))
+    model.compile(optimizer="adam", loss=CombinedLoss(weights={"l1": 1, "mean_flux": 0.5}, real=True,
+                                                       pixel_arcsec=2.0))
+    model.save(tmp_path / "m.keras")
+    back = keras.saving.load_model(tmp_path / "m.keras")
+    x = np.random.rand(1, 32, 32, 1).astype("float32")
+    np.testing.assert_allclose(back.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    assert isinstance(back.loss, CombinedLoss) and back.loss.real and back.loss.weights["mean_flux"] == 0.5
+    for loss in ALL:
+        clone = type(loss).from_config(loss.get_config())
+        assert clone.get_config() == loss.get_config()
+
+
+def test_combined_loss_under_mirrored_strategy_matches_one_device():
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    assert len(devices) >= 2, "conftest should create two logical CPUs"
+    targets = tf.concat([_sky([(20, 30, 20.0)]), _sky([(40, 10, 9.0), (12, 50, 30.0)])], 0)
+    preds = tf.concat([_sky([(21, 30, 12.0)]), _sky([(40, 11, 7.0)])], 0)
+    loss = CombinedLoss(real=True)
+    single = float(tf.reduce_mean(loss.call(targets, preds)))
+
+    strategy = tf.distribute.MirroredStrategy(devices[:2])
+    dataset = tf.data.Dataset.from_tensor_slices((targets, preds)).batch(2)
+    batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+
+    @tf.function
+    def step(t, p):
+        per_sample = loss.call(t, p)
+        return tf.nn.compute_average_loss(per_sample, global_batch_size=2)
+
+    replicas = strategy.run(step, args=batch)
+    assert len(strategy.experimental_local_results(replicas)) == 2
+    total = float(strategy.reduce(tf.distribute.ReduceOp.SUM, replicas, axis=None))
+    assert total == pytest.approx(single, rel=1e-5)
