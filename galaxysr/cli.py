@@ -28,6 +28,82 @@ def _simulate(args) -> int:
     return 0
 
 
+def _mock_real(args) -> int:
+    from .simulate import write_mock_real
+
+    print(f"wrote {write_mock_real(args.out, seed=args.seed, overwrite=args.overwrite)}")
+    return 0
+
+
+def _train(args) -> int:
+    from dataclasses import replace
+
+    from .datasets import DataConfig
+    from .losses import LossConfig
+    from .model import ModelConfig
+    from .training import TrainConfig, train
+
+    model = ModelConfig(input_bands=tuple(args.bands), tile=args.tile, depth=args.depth,
+                        base_filters=args.base_filters, pixel_arcsec=args.pixel)
+    data = DataConfig(sim_dir=args.sim_dir, n_sim_fields=args.n_sim_fields, sim_area_deg2=args.sim_area,
+                      real_dirs=(tuple(args.real_dir or DataConfig().real_dirs) if args.sim_per_real > 0 else ()))
+    loss = replace(LossConfig(), **{k: v for k, v in (("l1", args.w_l1), ("mean_flux", args.w_mean),
+                                                      ("median_flux", args.w_median),
+                                                      ("aperture_flux", args.w_aperture)) if v is not None})
+    config = TrainConfig(model=model, loss=loss, data=data, epochs=args.epochs,
+                         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+                         sim_per_real=args.sim_per_real, learning_rate=args.lr, seed=args.seed,
+                         out_dir=args.out, strategy=args.strategy)
+    summary = train(config, max_steps=args.max_steps, progress=not args.no_progress)
+    if "artifact" in summary:
+        print(f"trained {summary['final_step']} steps; model written to {summary['artifact']}")
+    else:
+        print(f"stopped at step {summary['final_step']} of {config.total_steps}; rerun the same command "
+              "to continue from the last checkpoint")
+    return 0
+
+
+def _add_train(sub) -> None:
+    from .datasets import DataConfig
+    from .instruments import SPIRE_BANDS
+    from .model import ModelConfig
+    from .training import TrainConfig
+
+    d, m, t = DataConfig(), ModelConfig(), TrainConfig()
+    p = sub.add_parser("train", help="train the generator (resumes from --out if it holds a checkpoint)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Train on simulated fields (made on first use) alternating with real "
+                                   "SPIRE + SCUBA-2 pairs (default: the shipped MOCK pair). Rerunning the "
+                                   "same command resumes from the last checkpoint in --out.")
+    p.add_argument("--epochs", type=int, default=t.epochs, help="epochs to train")
+    p.add_argument("--steps-per-epoch", type=int, default=t.steps_per_epoch, help="steps per epoch")
+    p.add_argument("--batch-size", type=int, default=t.batch_size, help="global batch size")
+    p.add_argument("--lr", type=float, default=t.learning_rate, help="initial Adam learning rate (cosine decay)")
+    p.add_argument("--sim-per-real", type=int, default=t.sim_per_real,
+                   help="simulated steps per real step (0: simulated data only)")
+    p.add_argument("--real-dir", action="append", default=None,
+                   help=f"real pair folder (repeatable); default {list(d.real_dirs)}")
+    p.add_argument("--sim-dir", default=d.sim_dir, help="folder of simulated training fields")
+    p.add_argument("--n-sim-fields", type=int, default=d.n_sim_fields, help="simulated training fields")
+    p.add_argument("--sim-area", type=float, default=d.sim_area_deg2, help="area of each simulated field (deg²)")
+    p.add_argument("--bands", nargs="+", default=list(SPIRE_BANDS), choices=list(SPIRE_BANDS),
+                   help="input SPIRE bands")
+    p.add_argument("--tile", type=int, default=m.tile, help="tile side (pixels)")
+    p.add_argument("--depth", type=int, default=m.depth, help="UNet levels")
+    p.add_argument("--base-filters", type=int, default=m.base_filters, help="filters of the first level")
+    p.add_argument("--pixel", type=float, default=m.pixel_arcsec, help="output pixel scale (arcsec)")
+    for term in ("l1", "mean", "median", "aperture"):
+        p.add_argument(f"--w-{term}", type=float, default=None, help=f"weight of the {term} loss term")
+    p.add_argument("--seed", type=int, default=t.seed, help="random seed")
+    p.add_argument("--out", default=t.out_dir, help="run folder (checkpoints, TensorBoard logs, model)")
+    p.add_argument("--strategy", choices=["mirrored", "multiworker", "default"], default=t.strategy,
+                   help="tf.distribute strategy; multiworker reads TF_CONFIG")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this global step (rerun to continue)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="galaxysr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,13 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--overwrite", action="store_true", help="replace existing files")
     sim.set_defaults(handler=_simulate)
 
+    mock = sub.add_parser("mock-real", help="write the small mock real SPIRE + SCUBA-2 pair (MOCK data)",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    mock.add_argument("--out", default="data/mock_real", help="output folder")
+    mock.add_argument("--seed", type=int, default=424242, help="random seed")
+    mock.add_argument("--overwrite", action="store_true", help="replace an existing mock pair")
+    mock.set_defaults(handler=_mock_real)
+
     for register in _EXTRA_COMMANDS:
         register(sub)
     return parser
 
 
 # Later pipeline stages register their subcommands here (see the bottom of this module).
-_EXTRA_COMMANDS: list = []
+_EXTRA_COMMANDS: list = [_add_train]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -359,14 +359,27 @@ def reproject_map(m: Map, wcs: WCS, shape: tuple[int, int]) -> Map:
     """
     from reproject import reproject_interp
 
-    data, footprint = reproject_interp((m.data, m.wcs), wcs, shape_out=shape, order="bicubic")
-    data[footprint == 0] = np.nan
+    valid = np.isfinite(m.data)
+    data, footprint = _interp(np.where(valid, m.data, 0.0), m.wcs, wcs, shape)
+    bad = footprint == 0
+    if not valid.all():
+        # Spline prefiltering would smear NaN over the whole map: interpolate a filled
+        # image instead and blank every output pixel that touched a hole.
+        cover, _ = reproject_interp((valid.astype(np.float32), m.wcs), wcs, shape_out=shape, order="bilinear")
+        bad |= ~(cover > 0.999)
+    data[bad] = np.nan
     noise = None
     if m.noise is not None:
-        noise, _ = reproject_interp((m.noise, m.wcs), wcs, shape_out=shape, order="bilinear")
-        noise[footprint == 0] = np.nan
+        noise, _ = _interp(np.nan_to_num(m.noise, nan=0.0), m.wcs, wcs, shape)
+        noise[bad] = np.nan
         noise = noise.astype(np.float32)
     return replace(m, data=data.astype(np.float32), wcs=wcs, noise=noise)
+
+
+def _interp(image, wcs_in, wcs_out, shape):
+    from reproject import reproject_interp
+
+    return reproject_interp((image, wcs_in), wcs_out, shape_out=shape, order="bicubic")
 
 
 def cutout(m: Map, position: SkyCoord, size: u.Quantity | tuple[int, int]) -> Map:

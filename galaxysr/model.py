@@ -117,6 +117,10 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2)
 
 
+#: Initial offset of the output BatchNorm (see build_generator).
+OUTPUT_BETA_INIT = -3.0
+
+
 def build_generator(config: ModelConfig = ModelConfig()):
     """The UNet generator as a `keras.Model` mapping (B, H, W, n_bands) → (B, H, W, 1).
 
@@ -126,8 +130,9 @@ def build_generator(config: ModelConfig = ModelConfig()):
     import keras
     from keras import layers
 
-    def norm():
-        return layers.BatchNormalization(synchronized=True, momentum=0.9)
+    def norm(offset: float = 0.0):
+        return layers.BatchNormalization(synchronized=True, momentum=0.9,
+                                         beta_initializer=keras.initializers.Constant(offset))
 
     inputs = keras.Input(shape=(None, None, len(config.input_bands)), name="spire")
     x = inputs
@@ -147,6 +152,9 @@ def build_generator(config: ModelConfig = ModelConfig()):
         x = layers.LeakyReLU(config.leaky_slope)(x)
         x = layers.Concatenate()([x, skips[level]])
     x = layers.Conv2DTranspose(1, 4, strides=2, padding="same", name="out_deconv")(x)
-    x = norm()(x)
+    # BatchNorm centres its output on beta, so sigmoid(BN) starts at sigmoid(beta); the
+    # sky is mostly blank, so start near blank sky (sigmoid(-3) ≈ 1 mJy/beam) rather than at
+    # 0.5 (≈ 50 mJy/beam), which Adam would need thousands of steps to walk down from.
+    x = norm(offset=OUTPUT_BETA_INIT)(x)
     outputs = layers.Activation("sigmoid", name="scuba2_450")(x)
     return keras.Model(inputs, outputs, name="galaxysr_unet")

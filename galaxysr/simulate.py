@@ -168,3 +168,76 @@ def simulate_field(config: SimulationConfig, bands=(*SPIRE_BANDS, TARGET_BAND),
         maps[name] = Map(data=image.astype(np.float32), wcs=wcs, band=band, noise=noise,
                          source=f"simulated seed {config.seed}")
     return Field(maps=maps, truth=truth, path=f"<simulated seed {config.seed}>")
+
+
+#: The mock real pair's sky differs from the training simulator's on purpose.
+MOCK_REAL_SKY = SkyModel(phistar_scale=0.62, t_dust_at_z2=33.5, clustered_fraction=0.5,
+                         clump_radius_arcsec=15.0)
+
+
+def write_mock_real(out: str, seed: int = 424242, overwrite: bool = False,
+                    spire_side_arcmin: float = 20.0, scuba2_side_arcmin: float = 15.0,
+                    calibration: float = 1.05, jitter_arcsec: tuple = (0.8, -0.5)) -> "Path":
+    """Write a small mock "real" SPIRE + SCUBA-2 450 pair in survey file formats.
+
+    SPIRE maps are HerMES SMAP-like (empty primary; ``image``/``error``/``exposure``
+    extensions; Jy/beam) on native grids; the 450 µm map is a one-plane cube in mJy/beam
+    with a daisy rms map beside it, on its own 1″ grid, offset from the SPIRE centre. Its
+    sky uses :data:`MOCK_REAL_SKY` (not the training simulator's parameters), and the
+    450 µm map carries a ``calibration`` factor and an astrometric offset ``jitter_arcsec``
+    (plus 0.5″ rms per source), as real pairs do. MOCK DATA: not an observation.
+    """
+    from pathlib import Path
+
+    from astropy.io import fits
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out}: not empty; pass --overwrite to replace the mock pair")
+    out.mkdir(parents=True, exist_ok=True)
+    config = SimulationConfig(area_deg2=(spire_side_arcmin / 60) ** 2, seed=seed, ra_deg=150.12,
+                              dec_deg=2.25, sky=MOCK_REAL_SKY)
+    truth = simulate_catalogue(config)
+    field = simulate_field(config, bands=SPIRE_BANDS, truth=truth)
+    note = "MOCK DATA made by galaxysr mock-real; not an observation"
+    for name in SPIRE_BANDS:
+        m = field[name]
+        header = m.wcs.to_header()
+        header["BUNIT"] = "Jy/beam"
+        primary = fits.PrimaryHDU()
+        primary.header.update({"TELESCOP": "Herschel", "INSTRUME": "SPIRE",
+                               "WAVELN": m.band.wavelength.to_value(u.um), "COMMENT": note})
+        rms = m.band.instrumental_noise.to_value(u.mJy / u.beam) * config.noise_scale
+        fits.HDUList([primary, fits.ImageHDU(m.data / 1e3, header, name="image"),
+                      fits.ImageHDU(np.full(m.shape, rms / 1e3, np.float32), header, name="error"),
+                      fits.ImageHDU(np.ones(m.shape, np.float32), header, name="exposure")]
+                     ).writeto(out / f"{name}.fits", overwrite=True)
+    rng = np.random.default_rng(seed + 1)
+    moved = truth.copy()
+    cos_dec = np.cos(np.deg2rad(config.dec_deg))
+    moved["ra"] = truth["ra"] + (jitter_arcsec[0] + rng.normal(0, 0.5, len(truth))) / 3600 / cos_dec
+    moved["dec"] = truth["dec"] + (jitter_arcsec[1] + rng.normal(0, 0.5, len(truth))) / 3600
+    band = BANDS[TARGET_BAND]
+    centre = SkyCoord((config.ra_deg + 30 / 3600 / cos_dec) * u.deg, (config.dec_deg - 20 / 3600) * u.deg)
+    wcs, shape = band_grid(band, centre, scuba2_side_arcmin * u.arcmin)
+    rms = daisy_rms(shape, band.instrumental_noise.to_value(u.mJy / u.beam))
+    image = calibration * render_catalogue(moved, band, wcs, shape)
+    image += np.nan_to_num(rms) * rng.standard_normal(shape)
+    image[~np.isfinite(rms)] = np.nan
+    header = wcs.to_header()
+    header.update({"BUNIT": "mJy/beam", "TELESCOP": "JCMT", "INSTRUME": "SCUBA-2", "FILTER": "450",
+                   "COMMENT": note})
+    cube = fits.PrimaryHDU(image.astype(np.float32)[None], header)  # one-plane cube, as SCUBA-2 products
+    cube.header["NAXIS"] = 3
+    cube.writeto(out / "scuba2_450.fits", overwrite=True)
+    fits.PrimaryHDU(rms.astype(np.float32), header).writeto(out / "scuba2_450_rms.fits", overwrite=True)
+    (out / "README.md").write_text(
+        "# Mock real SPIRE + SCUBA-2 450 µm pair — MOCK DATA, not an observation\n\n"
+        f"Made by `galaxysr mock-real --out {out}` (seed {seed}). SPIRE maps in HerMES SMAP layout "
+        "(Jy/beam, image/error/exposure extensions); `scuba2_450.fits` a one-plane cube in mJy/beam "
+        "with a daisy-like `scuba2_450_rms.fits`. The sky uses different population parameters from "
+        f"the training simulator; the 450 µm map has a {calibration:.2f}× calibration factor and a "
+        f"({jitter_arcsec[0]}, {jitter_arcsec[1]})″ astrometric offset plus 0.5″ rms per-source jitter. "
+        "It stands in for a HerMES + STUDIES pair on machines that have none; point `train.py "
+        "--real-dir` at real pairs laid out the same way.\n")
+    return out

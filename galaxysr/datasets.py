@@ -1,0 +1,258 @@
+"""Training data: Fields → aligned (input, target) arrays → `tf.data` tile streams.
+
+*Simulated* fields (``galaxysr simulate``): SPIRE maps reprojected onto the output grid;
+the target is the noise-free 450 µm sky rendered from the truth catalogue with the
+SCUBA-2 beam. *Real* pairs: SPIRE maps reprojected onto the SCUBA-2 450 map's footprint
+at the output pixel scale; target pixels whose 450 rms exceeds a limit are NaN, and tiles
+are only drawn where enough of the target is good.
+
+Each training sample is a pure function of (seed, sample index) — crop, 90° rotation and
+flip come from stateless random ops — so a resumed run sees exactly the samples an
+uninterrupted run would, and several workers can split the stream without overlap.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from .instruments import get_band
+from .maps import Field, Map, MapError, read_field, reproject_map, tan_wcs, write_field
+from .model import ModelConfig
+from .simulate import SimulationConfig, render_catalogue, simulate_field
+
+#: Seeds of simulated fields: training fields count up from DataConfig.first_seed;
+#: validation and evaluation seeds are far from them and never used for training.
+VALIDATION_SEED = 1001
+EVALUATION_SEEDS = (2001, 2002)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training data comes from.
+
+    Attributes
+    ----------
+    sim_dir : str
+        Folder of simulated fields (``field_SEED`` sub-folders); missing fields are
+        simulated into it on first use.
+    n_sim_fields, sim_area_deg2, first_seed : int, float, int
+        Training fields: seeds ``first_seed … first_seed + n_sim_fields - 1``.
+    valid_seed : int
+        Seed of the held-out validation field.
+    n_valid_tiles : int
+        Validation tiles drawn from it.
+    real_dirs : tuple of str
+        Real (or mock-real) pairs: Field folders with SPIRE maps, ``scuba2_450.fits`` and
+        ``scuba2_450_rms.fits``. Empty: simulated data only.
+    real_max_rms_mjy : float
+        450 µm target pixels noisier than this (mJy/beam) are masked.
+    real_min_good_fraction : float
+        A real tile is used only if this fraction of its target pixels is good.
+    """
+
+    sim_dir: str = "data/sim"
+    n_sim_fields: int = 8
+    sim_area_deg2: float = 0.25
+    first_seed: int = 1
+    valid_seed: int = VALIDATION_SEED
+    n_valid_tiles: int = 32
+    real_dirs: tuple[str, ...] = ("data/mock_real",)
+    real_max_rms_mjy: float = 2.0
+    real_min_good_fraction: float = 0.6
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """``path`` as given if it exists, else relative to the galaxysr checkout (for the
+    shipped ``data/`` folder when run from elsewhere)."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    checkout = Path(__file__).resolve().parents[1] / path
+    return checkout if checkout.exists() else path
+
+
+@dataclass
+class Pair:
+    """Aligned inputs (H, W, C) and target (H, W) in mJy/beam on one output grid."""
+
+    inputs: np.ndarray
+    target: np.ndarray
+    wcs: object
+    name: str
+
+
+def output_grid(m: Map, pixel: u.Quantity, multiple: int = 1):
+    """TAN grid at ``pixel`` covering ``m``'s footprint, same centre, sides a multiple of
+    ``multiple``. Returns (wcs, shape)."""
+    ny, nx = m.shape
+    centre = m.wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
+    scale = float(np.mean(proj_plane_pixel_scales(m.wcs))) * u.deg
+    side = [int(np.ceil(float((n * scale / pixel).decompose()) / multiple)) * multiple for n in (ny, nx)]
+    return tan_wcs(centre, pixel, tuple(side)), tuple(side)
+
+
+def stack_inputs(field: Field, bands, wcs, shape) -> np.ndarray:
+    """SPIRE ``bands`` of ``field`` reprojected onto (wcs, shape), as (H, W, C) mJy/beam."""
+    return np.stack([reproject_map(field[b].to("mJy/beam"), wcs, shape).data for b in bands], axis=-1)
+
+
+def prepare_simulated(field: Field, config: ModelConfig) -> Pair:
+    """Inputs and noise-free target for a simulated field (truth catalogue required)."""
+    if field.truth is None:
+        raise MapError(f"{field.path}: no truth.ecsv, so no noise-free target; simulated fields "
+                       "are made by `galaxysr simulate`")
+    pixel = config.pixel_arcsec * u.arcsec
+    wcs, shape = output_grid(field[config.input_bands[0]], pixel)
+    inputs = stack_inputs(field, config.input_bands, wcs, shape)
+    target = render_catalogue(field.truth, get_band(config.target_band), wcs, shape).astype(np.float32)
+    return Pair(inputs, target, wcs, field.path)
+
+
+def prepare_real(field: Field, config: ModelConfig, max_rms_mjy: float) -> Pair:
+    """Inputs and masked 450 µm target for a real pair, on the 450 map's footprint."""
+    target_map = field[config.target_band]
+    if target_map.noise is None:
+        raise MapError(f"{field.path}: the 450 µm map has no rms map (scuba2_450_rms.fits or a "
+                       "NOISE/VARIANCE extension); it is needed to mask poorly covered pixels")
+    pixel = config.pixel_arcsec * u.arcsec
+    wcs, shape = output_grid(target_map, pixel)
+    target = reproject_map(target_map, wcs, shape)
+    inputs = stack_inputs(field, config.input_bands, wcs, shape)
+    overlap = np.isfinite(inputs).all(-1) & np.isfinite(target.data)
+    if not overlap.any():
+        raise MapError(f"{field.path}: the 450 µm map does not overlap the SPIRE maps "
+                       f"({', '.join(config.input_bands)}); check the files belong to the same field")
+    good = overlap & (target.noise <= max_rms_mjy)
+    return Pair(inputs, np.where(good, target.data, np.nan).astype(np.float32), wcs, field.path)
+
+
+def tile_origins(pairs: list[Pair], tile: int, stride: int, min_good: float) -> np.ndarray:
+    """(pair index, y0, x0) of every tile on a ``stride`` grid with enough good target."""
+    from scipy.ndimage import uniform_filter
+
+    origins = []
+    for index, pair in enumerate(pairs):
+        h, w = pair.target.shape
+        if h < tile or w < tile:
+            continue
+        good = (np.isfinite(pair.target) & np.isfinite(pair.inputs).all(-1)).astype(np.float32)
+        # Fraction of good pixels in the tile starting at each pixel.
+        frac = uniform_filter(good, size=tile, mode="constant", origin=-(tile // 2))
+        for y0 in range(0, h - tile + 1, stride):
+            for x0 in range(0, w - tile + 1, stride):
+                if frac[y0, x0] >= min_good:
+                    origins.append((index, y0, x0))
+    return np.asarray(origins, np.int32).reshape(-1, 3)
+
+
+def sim_field_dir(config: DataConfig, seed: int) -> Path:
+    return resolve_path(config.sim_dir) / f"field_{seed:05d}"
+
+
+def ensure_simulated_fields(config: DataConfig, seeds, progress: bool = True) -> list[Path]:
+    """Folders of the simulated fields of ``seeds``, simulating those not on disk yet."""
+    from tqdm import tqdm
+
+    folders = [sim_field_dir(config, s) for s in seeds]
+    missing = [(s, f) for s, f in zip(seeds, folders) if not (f / "truth.ecsv").exists()]
+    for seed, folder in tqdm(missing, desc=f"simulating training fields into {config.sim_dir}",
+                             unit="field", disable=not progress or not missing):
+        write_field(simulate_field(SimulationConfig(area_deg2=config.sim_area_deg2, seed=seed)),
+                    folder, overwrite=True)
+    return folders
+
+
+def load_pairs(data: DataConfig, model: ModelConfig, progress: bool = True):
+    """(simulated training pairs, validation pair, real pairs), checked for usability."""
+    seeds = list(range(data.first_seed, data.first_seed + data.n_sim_fields))
+    if data.valid_seed in seeds:
+        raise ValueError(f"validation seed {data.valid_seed} is also a training seed; change "
+                         "first_seed/n_sim_fields or valid_seed")
+    folders = ensure_simulated_fields(data, [*seeds, data.valid_seed], progress)
+    bands = (*model.input_bands, model.target_band)
+    sim = [prepare_simulated(read_field(f, bands), model) for f in folders[:-1]]
+    valid = prepare_simulated(read_field(folders[-1], bands), model)
+    real = []
+    for folder in data.real_dirs:
+        path = resolve_path(folder)
+        if not path.is_dir():
+            hint = (" generate the shipped mock pair with `galaxysr mock-real --out data/mock_real`,"
+                    if "mock_real" in str(folder) else "")
+            raise MapError(f"{folder}: real-pair folder not found;{hint} or train on simulations only "
+                           "with --sim-per-real 0")
+        real.append(prepare_real(read_field(path, bands), model, data.real_max_rms_mjy))
+    return sim, valid, real
+
+
+class TileStream:
+    """Deterministic, augmented tiles from aligned pairs as a `tf.data.Dataset` factory.
+
+    Sample ``i`` is a function of (seed, i) only: a tile origin, a 90° rotation and a flip
+    drawn with stateless random ops. Inputs are NaN-filled with 0 and both are scaled
+    with the model's :class:`~galaxysr.model.FluxScaling` (the target keeps NaN = masked).
+    """
+
+    def __init__(self, pairs: list[Pair], model: ModelConfig, seed: int, stride: int = 8,
+                 min_good: float = 1.0, name: str = "tiles"):
+        self.tile = model.tile
+        self.scaling = model.scaling
+        self.seed = int(seed)
+        self.name = name
+        self.origins = tile_origins(pairs, self.tile, stride, min_good)
+        if len(self.origins) == 0:
+            raise MapError(f"{name}: no usable {self.tile}×{self.tile} tiles in "
+                           f"{', '.join(p.name for p in pairs)} (maps smaller than a tile, or too "
+                           "little good 450 µm coverage); lower real_max_rms_mjy / "
+                           "real_min_good_fraction, or use bigger fields")
+        h = max(p.target.shape[0] for p in pairs)
+        w = max(p.target.shape[1] for p in pairs)
+        c = pairs[0].inputs.shape[-1]
+        stack = np.full((len(pairs), h, w, c + 1), np.nan, np.float32)
+        for i, p in enumerate(pairs):
+            stack[i, : p.target.shape[0], : p.target.shape[1], :c] = p.inputs
+            stack[i, : p.target.shape[0], : p.target.shape[1], c] = p.target
+        self.stack = stack
+        self.max_jitter = stride
+
+    def sample(self, index):
+        """(inputs, target) tile number ``index`` (a scalar int64 tensor)."""
+        import tensorflow as tf
+
+        seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(self.seed, tf.int64), index]), 4)
+        pick = tf.random.stateless_uniform([], seeds[0], 0, len(self.origins), dtype=tf.int32)
+        origin = tf.gather(tf.constant(self.origins), pick)
+        jitter = tf.random.stateless_uniform([2], seeds[1], 0, self.max_jitter, dtype=tf.int32)
+        limit = tf.constant([self.stack.shape[1] - self.tile, self.stack.shape[2] - self.tile])
+        yx = tf.minimum(origin[1:] + jitter, limit)
+        tile = tf.slice(self._stack, [origin[0], yx[0], yx[1], 0], [1, self.tile, self.tile, -1])[0]
+        tile = tf.image.rot90(tile, tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32))
+        flip = tf.random.stateless_uniform([], seeds[3], 0, 2, dtype=tf.int32)
+        tile = tf.cond(flip > 0, lambda: tf.reverse(tile, [1]), lambda: tile)
+        inputs, target = tile[..., :-1], tile[..., -1:]
+        inputs = self.scaling.forward(tf.where(tf.math.is_finite(inputs), inputs, 0.0))
+        return inputs, self.scaling.forward(target)
+
+    def dataset(self, batch_size: int, start: int = 0, shard: int = 0, num_shards: int = 1):
+        """Batches of samples ``start + shard, start + shard + num_shards, …`` (endless)."""
+        import tensorflow as tf
+
+        if not hasattr(self, "_stack"):
+            self._stack = tf.constant(self.stack)
+        ds = tf.data.Dataset.range(start + shard, np.iinfo(np.int64).max, num_shards)
+        ds = ds.map(self.sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+    def take(self, n: int):
+        """The first ``n`` samples as NumPy arrays (inputs, target)."""
+        batch = next(iter(self.dataset(n)))
+        return batch[0].numpy(), batch[1].numpy()

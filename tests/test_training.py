@@ -1,0 +1,187 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from galaxysr.datasets import DataConfig
+from galaxysr.losses import LossConfig
+from galaxysr.maps import MapError
+from galaxysr.model import ModelConfig
+from galaxysr.simulate import write_mock_real
+from galaxysr.training import TrainConfig, Trainer, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MODEL = ModelConfig(tile=32, depth=3, base_filters=4)
+
+
+@pytest.fixture(scope="session")
+def sim_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("sim"))
+
+
+@pytest.fixture(scope="session")
+def mock_real(tmp_path_factory):
+    return str(write_mock_real(tmp_path_factory.mktemp("real") / "pair", spire_side_arcmin=6,
+                               scuba2_side_arcmin=4))
+
+
+def tiny_config(tmp_path, sim_dir, real=(), **kwargs):
+    data = DataConfig(sim_dir=sim_dir, n_sim_fields=2, sim_area_deg2=0.01, n_valid_tiles=4,
+                      real_dirs=tuple(real))
+    defaults = dict(model=TINY_MODEL, data=data, epochs=2, steps_per_epoch=3, batch_size=4,
+                    sim_per_real=1 if real else 0, out_dir=str(tmp_path / "run"), strategy="default",
+                    learning_rate=3e-3)
+    defaults.update(kwargs)
+    return TrainConfig(**defaults)
+
+
+def test_short_run_lowers_the_loss(tmp_path, sim_dir):
+    config = tiny_config(tmp_path, sim_dir, epochs=8, steps_per_epoch=10)
+    history = train(config, progress=False)["history"]
+    # Mean training loss of the last epoch against the first.
+    assert history[-1]["sim_total"] < 0.85 * history[0]["sim_total"]
+    assert history[-1]["sim_l1"] < history[0]["sim_l1"]
+
+
+def _weights(folder):
+    model = tf.keras.models.load_model(Path(folder) / "model" / "model.keras")
+    return model.get_weights()
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, sim_dir, mock_real):
+    a = tiny_config(tmp_path / "a", sim_dir, real=[mock_real])
+    b = replace(a, out_dir=str(tmp_path / "b"))
+    full = train(a, progress=False)
+    part = train(b, max_steps=3, progress=False)          # "killed" after step 3
+    assert part["final_step"] == 3 and "artifact" not in part
+    resumed = train(b, progress=False)                      # the same command again
+    assert resumed["final_step"] == full["final_step"] == a.total_steps
+    for wa, wb in zip(_weights(a.out_dir), _weights(b.out_dir)):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+
+
+def test_alternation_draws_both_datasets_in_the_configured_ratio(tmp_path, sim_dir, mock_real):
+    config = tiny_config(tmp_path, sim_dir, real=[mock_real], sim_per_real=2, epochs=1, steps_per_epoch=9)
+    kinds = [("real" if config.is_real_step(s) else "sim") for s in range(9)]
+    assert kinds == ["sim", "sim", "real"] * 3
+    assert config.steps_before(7) == (5, 2)
+    trainer = Trainer(config, progress=False)
+    calls = {"sim": 0, "real": 0}
+    for kind, fn in list(trainer._step_fns.items()):
+        def counted(iterator, kind=kind, fn=fn):
+            calls[kind] += 1
+            return fn(iterator)
+        trainer._step_fns[kind] = counted
+    history = trainer.run()["history"]
+    assert calls == {"sim": 6, "real": 3}
+    assert "real_aperture_flux" in history[-1] and "sim_aperture_flux" in history[-1]
+
+
+def test_exported_savedmodel_matches_the_in_memory_model(tmp_path, sim_dir):
+    config = tiny_config(tmp_path, sim_dir, epochs=1, steps_per_epoch=2)
+    trainer = Trainer(config, progress=False)
+    trainer.run()
+    artifact = trainer.export()
+    x = np.random.default_rng(0).random((2, 64, 64, 3)).astype("float32")
+    loaded = tf.saved_model.load(str(artifact / "saved_model"))  # keep a reference while serving
+    served = loaded.serve(tf.constant(x)).numpy()
+    np.testing.assert_allclose(served, trainer.model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
+    saved = json.loads((artifact / "config.json").read_text())
+    assert TrainConfig.from_dict(saved["train"]) == trainer.config
+    assert saved["normalisation"] == {"softening_mjy": 5.0, "ceiling_mjy": 500.0}
+
+
+def test_two_replicas_give_the_first_step_loss_of_one(tmp_path, sim_dir):
+    # Dropout off: a batch split over replicas draws different dropout masks by design.
+    # What must agree is everything else: the data split, synchronised BatchNorm and the
+    # global-batch loss reduction.
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    losses = []
+    for n, name in ((1, "one"), (2, "two")):
+        config = tiny_config(tmp_path / name, sim_dir, epochs=1, steps_per_epoch=1, seed=3,
+                             model=replace(TINY_MODEL, dropout=0.0))
+        strategy = tf.distribute.MirroredStrategy(devices[:n])
+        summary = train(config, progress=False, strategy=strategy)
+        losses.append(summary["history"][0]["sim_total"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)
+
+
+def test_bad_configurations_fail_before_training(tmp_path, sim_dir, mock_real):
+    with pytest.raises(MapError, match="real-pair folder not found"):
+        Trainer(tiny_config(tmp_path / "a", sim_dir, real=[str(tmp_path / "nowhere")]), progress=False)
+    # A 450 µm map from another part of the sky.
+    elsewhere = tmp_path / "elsewhere"
+    write_mock_real(elsewhere, spire_side_arcmin=6, scuba2_side_arcmin=4)
+    from astropy.io import fits
+
+    with fits.open(elsewhere / "scuba2_450.fits", mode="update") as hdul:
+        hdul[0].header["CRVAL1"] += 1.0
+    with fits.open(elsewhere / "scuba2_450_rms.fits", mode="update") as hdul:
+        hdul[0].header["CRVAL1"] += 1.0
+    with pytest.raises(MapError, match="does not overlap"):
+        Trainer(tiny_config(tmp_path / "b", sim_dir, real=[str(elsewhere)]), progress=False)
+    # Coverage too poor for any tile.
+    config = tiny_config(tmp_path / "c", sim_dir, real=[mock_real])
+    config = replace(config, data=replace(config.data, real_max_rms_mjy=0.1))
+    with pytest.raises(MapError, match="no usable"):
+        Trainer(config, progress=False)
+    # Resuming with a different architecture is refused, not silently mixed.
+    train(tiny_config(tmp_path / "d", sim_dir, epochs=1, steps_per_epoch=1), progress=False)
+    with pytest.raises(ValueError, match="different model"):
+        Trainer(tiny_config(tmp_path / "d", sim_dir, model=replace(TINY_MODEL, base_filters=8)), progress=False)
+
+
+def test_mock_real_pair_is_reproducible_by_its_command(tmp_path):
+    from astropy.io import fits
+
+    shipped = REPO / "data" / "mock_real"
+    made = write_mock_real(tmp_path / "again")
+    for name in ("spire_250.fits", "scuba2_450.fits", "scuba2_450_rms.fits"):
+        with fits.open(shipped / name) as a, fits.open(made / name) as b:
+            index = 1 if name.startswith("spire") else 0
+            np.testing.assert_array_equal(a[index].data, b[index].data)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_multiworker_strategy_trains_with_two_local_workers(tmp_path, sim_dir):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    # Simulate the fields once, so both workers read the same ones.
+    from galaxysr.datasets import ensure_simulated_fields
+
+    ensure_simulated_fields(DataConfig(sim_dir=sim_dir, n_sim_fields=2, sim_area_deg2=0.01),
+                            [1, 2, 1001], progress=False)
+    args = [sys.executable, str(REPO / "train.py"), "--epochs", "1", "--steps-per-epoch", "3",
+            "--batch-size", "4", "--tile", "32", "--depth", "3", "--base-filters", "4", "--sim-per-real", "0",
+            "--n-sim-fields", "2", "--sim-area", "0.01", "--sim-dir", sim_dir, "--strategy", "multiworker",
+            "--no-progress"]
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+                   CUDA_VISIBLE_DEVICES="")
+        procs.append(subprocess.Popen(args + ["--out", str(tmp_path / f"w{index}")], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=240)[0])
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+    assert "trained 3 steps" in outputs[0]
+    assert (tmp_path / "w0" / "model" / "saved_model").exists()      # the chief exports
+    assert not (tmp_path / "w1" / "model").exists()                  # the other worker does not
