@@ -104,6 +104,70 @@ def _add_train(sub) -> None:
     p.set_defaults(handler=_train)
 
 
+def sibling_band_path(path_250: Path, band: str) -> Path:
+    """Where the 350/500 µm map of a 250 µm file is expected: '250' → '350'/'500' (or
+    SPIRE's PSW → PMW/PLW) in the file name."""
+    wavelength = band[-3:]
+    name = path_250.name
+    for old, new in (("250", wavelength), ("PSW", {"350": "PMW", "500": "PLW"}[wavelength]),
+                     ("psw", {"350": "pmw", "500": "plw"}[wavelength])):
+        if old in name:
+            return path_250.with_name(new.join(name.rsplit(old, 1)))
+    raise FileNotFoundError(f"{path_250}: cannot guess the {wavelength} µm file name (no '250' or 'PSW' in "
+                            f"it); pass --spire{wavelength}")
+
+
+def _predict(args) -> int:
+    from .inference import load_artifact, super_resolve
+    from .maps import MapError, read_map
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise MapError(f"{out}: already exists; choose another name or pass --overwrite")
+    artifact = load_artifact(args.model)
+    path_250 = Path(args.spire250)
+    maps = {}
+    for band in artifact.config.input_bands:
+        given = {"spire_250": path_250, "spire_350": args.spire350, "spire_500": args.spire500}[band]
+        path = Path(given) if given else sibling_band_path(path_250, band)
+        if not path.exists():
+            raise MapError(f"{path}: the model needs the {band} map and it is not there; pass "
+                           f"--spire{band[-3:]} PATH")
+        maps[band] = read_map(path, band=band, default_unit=None)
+    result = super_resolve(maps, artifact, overlap=args.overlap, batch_size=args.batch_size,
+                           progress=not args.no_progress, out_path=out, overwrite=args.overwrite)
+    print(f"wrote {result}")
+    if args.catalogue:
+        from .catalogue import extract_sources
+        from .maps import read_map as _read
+
+        table = extract_sources(_read(result, band=artifact.config.target_band), snr=args.snr)
+        table.write(args.catalogue, overwrite=args.overwrite)
+        print(f"wrote {args.catalogue} ({len(table)} sources)")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="super-resolve a SPIRE 250 µm map (+350/500) to 450 µm resolution",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Super-resolve SPIRE maps with a trained model (default: the shipped "
+                                   "one). The 350/500 µm maps are found beside the 250 µm file by "
+                                   "replacing '250' (or PSW) in its name, or given explicitly. Output: a "
+                                   "FITS map in mJy/beam with a celestial WCS.")
+    p.add_argument("spire250", help="SPIRE 250 µm FITS map (mJy/beam, Jy/beam or MJy/sr; SMAP layout ok)")
+    p.add_argument("output", help="output FITS file")
+    p.add_argument("--spire350", default=None, help="SPIRE 350 µm map (default: guessed from the 250 name)")
+    p.add_argument("--spire500", default=None, help="SPIRE 500 µm map (default: guessed from the 250 name)")
+    p.add_argument("--model", default=None, help="model folder / SavedModel / .keras (default: shipped model)")
+    p.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default: a quarter tile)")
+    p.add_argument("--batch-size", type=int, default=16, help="tiles per network call")
+    p.add_argument("--catalogue", default=None, help="also extract sources into this ECSV file")
+    p.add_argument("--snr", type=float, default=4.0, help="detection S/N for --catalogue")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="galaxysr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Later pipeline stages register their subcommands here (see the bottom of this module).
-_EXTRA_COMMANDS: list = [_add_train]
+_EXTRA_COMMANDS: list = [_add_train, _add_predict]
 
 
 def main(argv: list[str] | None = None) -> int:

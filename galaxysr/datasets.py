@@ -19,11 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import SkyCoord
-from astropy.wcs.utils import proj_plane_pixel_scales
 
 from .instruments import get_band
-from .maps import Field, Map, MapError, read_field, reproject_map, tan_wcs, write_field
+from .maps import Field, Map, MapError, output_grid, read_field, reproject_map, write_field
 from .model import ModelConfig
 from .simulate import SimulationConfig, render_catalogue, simulate_field
 
@@ -89,16 +87,6 @@ class Pair:
     target: np.ndarray
     wcs: object
     name: str
-
-
-def output_grid(m: Map, pixel: u.Quantity, multiple: int = 1):
-    """TAN grid at ``pixel`` covering ``m``'s footprint, same centre, sides a multiple of
-    ``multiple``. Returns (wcs, shape)."""
-    ny, nx = m.shape
-    centre = m.wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
-    scale = float(np.mean(proj_plane_pixel_scales(m.wcs))) * u.deg
-    side = [int(np.ceil(float((n * scale / pixel).decompose()) / multiple)) * multiple for n in (ny, nx)]
-    return tan_wcs(centre, pixel, tuple(side)), tuple(side)
 
 
 def stack_inputs(field: Field, bands, wcs, shape) -> np.ndarray:

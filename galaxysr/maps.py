@@ -348,38 +348,69 @@ def tan_wcs(center: SkyCoord, pixel: u.Quantity, shape: tuple[int, int]) -> WCS:
     return wcs
 
 
+def pixel_mapping(wcs_in: WCS, wcs_out: WCS, shape: tuple[int, int], step: int = 16):
+    """Input-pixel coordinates (x, y) of every pixel centre of an output grid.
+
+    The WCS transforms (astropy) are evaluated exactly every ``step`` output pixels and
+    interpolated linearly in between: celestial projections are smooth on that scale
+    (error ≪ 0.01 px; ``tests/test_maps.py`` checks against ``reproject``), and this cuts
+    the dominant cost of resampling — per-pixel WCS transforms — by ~``step``².
+    """
+    from scipy.ndimage import map_coordinates
+
+    ny, nx = shape
+    gy = np.unique(np.r_[np.arange(0, ny, step), ny - 1]).astype(float)
+    gx = np.unique(np.r_[np.arange(0, nx, step), nx - 1]).astype(float)
+    xx, yy = np.meshgrid(gx, gy)
+    x_in, y_in = wcs_in.world_to_pixel_values(*wcs_out.pixel_to_world_values(xx, yy))
+    # Fractional positions of every output row/column within the coarse grid.
+    fy = np.interp(np.arange(ny), gy, np.arange(len(gy)))
+    fx = np.interp(np.arange(nx), gx, np.arange(len(gx)))
+    coords = np.meshgrid(fy, fx, indexing="ij")
+    return (map_coordinates(np.asarray(x_in, float), coords, order=1),
+            map_coordinates(np.asarray(y_in, float), coords, order=1))
+
+
 def reproject_map(m: Map, wcs: WCS, shape: tuple[int, int]) -> Map:
-    """``m`` resampled onto ``wcs``/``shape`` by bicubic interpolation (reproject).
+    """``m`` resampled onto ``wcs``/``shape`` by cubic-spline interpolation.
 
     Interpolation (not flux-conserving resampling) is right for beam-smoothed maps in
     per-beam units: the value at a sky position is kept, so a point source keeps its peak.
-    Bicubic rather than bilinear because SPIRE beams span only ~3 native pixels: bilinear
-    facets would pin every peak to a native pixel centre. Pixels the input does not cover
-    are NaN.
-    """
-    from reproject import reproject_interp
+    Cubic rather than linear because SPIRE beams span only ~3 native pixels: linear facets
+    would pin every peak to a native pixel centre. Output pixels outside the map, or whose
+    interpolation touched a NaN hole, are NaN (holes grow by at most one input pixel).
 
+    Same result as ``reproject.reproject_interp(order="bicubic")`` (tested), ~5× faster:
+    see :func:`pixel_mapping`.
+    """
+    from scipy.ndimage import map_coordinates
+
+    x, y = pixel_mapping(m.wcs, wcs, shape)
+    ny, nx = m.shape
+    bad = ~((x > -0.5) & (x < nx - 0.5) & (y > -0.5) & (y < ny - 0.5))
     valid = np.isfinite(m.data)
-    data, footprint = _interp(np.where(valid, m.data, 0.0), m.wcs, wcs, shape)
-    bad = footprint == 0
+    data = map_coordinates(np.where(valid, m.data, 0.0).astype(np.float64), [y, x], order=3, mode="nearest")
     if not valid.all():
-        # Spline prefiltering would smear NaN over the whole map: interpolate a filled
-        # image instead and blank every output pixel that touched a hole.
-        cover, _ = reproject_interp((valid.astype(np.float32), m.wcs), wcs, shape_out=shape, order="bilinear")
-        bad |= ~(cover > 0.999)
+        cover = map_coordinates(valid.astype(np.float32), [y, x], order=1, mode="nearest")
+        bad |= cover < 0.999
     data[bad] = np.nan
     noise = None
     if m.noise is not None:
-        noise, _ = _interp(np.nan_to_num(m.noise, nan=0.0), m.wcs, wcs, shape)
+        noise = map_coordinates(np.nan_to_num(m.noise).astype(np.float64), [y, x], order=1, mode="nearest")
         noise[bad] = np.nan
         noise = noise.astype(np.float32)
     return replace(m, data=data.astype(np.float32), wcs=wcs, noise=noise)
 
 
-def _interp(image, wcs_in, wcs_out, shape):
-    from reproject import reproject_interp
-
-    return reproject_interp((image, wcs_in), wcs_out, shape_out=shape, order="bicubic")
+def output_grid(m: Map, pixel: u.Quantity, multiple: int = 1):
+    """TAN grid at ``pixel`` covering ``m``'s footprint, same centre, sides a multiple of
+    ``multiple``. Returns (wcs, shape)."""
+    ny, nx = m.shape
+    centre = m.wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
+    scale = float(np.mean(proj_plane_pixel_scales(m.wcs))) * u.deg
+    # The 1e-6 keeps float round-off (180.0000001 pixels) from adding a row off the map.
+    side = [int(np.ceil(float((n * scale / pixel).decompose()) / multiple - 1e-6)) * multiple for n in (ny, nx)]
+    return tan_wcs(centre, pixel, tuple(side)), tuple(side)
 
 
 def cutout(m: Map, position: SkyCoord, size: u.Quantity | tuple[int, int]) -> Map:

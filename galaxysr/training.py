@@ -308,18 +308,25 @@ class Trainer:
     def export(self, metrics: dict | None = None) -> Path:
         """Write the ModelArtifact folder ``out_dir/model`` (chief only)."""
         artifact = self.out / "model"
-        if not self.chief:
-            return artifact
-        artifact.mkdir(parents=True, exist_ok=True)
-        self.model.export(str(artifact / "saved_model"), verbose=False)
-        self.model.save(artifact / "model.keras")
-        write_config(self.config, artifact / "config.json",
-                     {"normalisation": asdict(self.config.model.scaling),
-                      "bands": {"inputs": list(self.config.model.input_bands),
-                                "target": self.config.model.target_band},
-                      "pixel_arcsec": self.config.model.pixel_arcsec})
-        (artifact / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
+        if self.chief:
+            export_artifact(self.model, self.config, artifact, metrics)
         return artifact
+
+
+def export_artifact(model, config: TrainConfig, folder: str | os.PathLike, metrics: dict | None = None) -> Path:
+    """Write a ModelArtifact: ``saved_model/`` (loads without galaxysr), ``model.keras``,
+    ``config.json`` (the full TrainConfig, flux scaling, bands, pixel scale) and
+    ``metrics.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.export(str(folder / "saved_model"), verbose=False)
+    model.save(folder / "model.keras")
+    write_config(config, folder / "config.json",
+                 {"normalisation": asdict(config.model.scaling),
+                  "bands": {"inputs": list(config.model.input_bands), "target": config.model.target_band},
+                  "pixel_arcsec": config.model.pixel_arcsec})
+    (folder / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
+    return folder
 
 
 def train(config: TrainConfig, max_steps: int | None = None, progress: bool = True, strategy=None) -> dict:
