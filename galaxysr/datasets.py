@@ -14,14 +14,14 @@ uninterrupted run would, and several workers can split the stream without overla
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy import units as u
 
 from .instruments import get_band
-from .maps import Field, Map, MapError, output_grid, read_field, reproject_map, write_field
+from .maps import Field, MapError, output_grid, read_field, reproject_map, write_field
 from .model import ModelConfig
 from .simulate import SimulationConfig, render_catalogue, simulate_field
 

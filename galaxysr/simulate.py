@@ -10,6 +10,7 @@ coverage with its rms map.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, asdict
+from pathlib import Path
 
 import numpy as np
 from astropy import units as u
@@ -177,7 +178,7 @@ MOCK_REAL_SKY = SkyModel(phistar_scale=0.62, t_dust_at_z2=33.5, clustered_fracti
 
 def write_mock_real(out: str, seed: int = 424242, overwrite: bool = False,
                     spire_side_arcmin: float = 20.0, scuba2_side_arcmin: float = 15.0,
-                    calibration: float = 1.05, jitter_arcsec: tuple = (0.8, -0.5)) -> "Path":
+                    calibration: float = 1.05, jitter_arcsec: tuple = (0.8, -0.5)) -> Path:
     """Write a small mock "real" SPIRE + SCUBA-2 450 pair in survey file formats.
 
     SPIRE maps are HerMES SMAP-like (empty primary; ``image``/``error``/``exposure``
@@ -187,8 +188,6 @@ def write_mock_real(out: str, seed: int = 424242, overwrite: bool = False,
     450 µm map carries a ``calibration`` factor and an astrometric offset ``jitter_arcsec``
     (plus 0.5″ rms per source), as real pairs do. MOCK DATA: not an observation.
     """
-    from pathlib import Path
-
     from astropy.io import fits
 
     out = Path(out)

@@ -17,7 +17,7 @@ often than in a Poisson sky.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 from functools import lru_cache
 
 import numpy as np

@@ -23,7 +23,7 @@ import numpy as np
 from . import __version__
 from .datasets import DataConfig, TileStream, load_pairs
 from .losses import CombinedLoss, LossConfig
-from .model import FluxScaling, ModelConfig
+from .model import ModelConfig
 
 ARTIFACT_FILES = ("saved_model", "model.keras", "config.json", "metrics.json")
 

@@ -1,5 +1,4 @@
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from astropy.table import Table
 from galaxysr.cli import main
 from galaxysr.inference import load_artifact, super_resolve
 from galaxysr.instruments import BANDS, SPIRE_BANDS
-from galaxysr.maps import MapError, read_map, write_map
+from galaxysr.maps import read_map, write_map
 from galaxysr.model import ModelConfig, build_generator
 from galaxysr.simulate import SimulationConfig, simulate_field
 from galaxysr.training import TrainConfig, export_artifact

@@ -9,7 +9,7 @@ from galaxysr.cli import main
 from galaxysr.instruments import BANDS, SPIRE_BANDS
 from galaxysr.maps import read_field
 from galaxysr.simulate import SimulationConfig, band_grid, render_catalogue, simulate_field
-from galaxysr.sky import SkyModel, differential_counts, draw_galaxies
+from galaxysr.sky import differential_counts, draw_galaxies
 
 from importlib.resources import files
 

@@ -11,7 +11,6 @@ import pytest
 import tensorflow as tf
 
 from galaxysr.datasets import DataConfig
-from galaxysr.losses import LossConfig
 from galaxysr.maps import MapError
 from galaxysr.model import ModelConfig
 from galaxysr.simulate import write_mock_real

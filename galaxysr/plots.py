@@ -1,0 +1,226 @@
+"""Figures for evaluation reports and docs (matplotlib, Agg backend, PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .instruments import BANDS, TARGET_BAND
+
+COLOURS = {"network": "C3", "native_250": "C0", "richardson_lucy": "C1", "wiener": "C2", "truth": "k", "scuba2": "k"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _log_flux_axis(ax):
+    """Log axis in mJy with plain-number ticks (no 2×10¹ clutter)."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks([3, 5, 10, 20, 50, 100])
+
+
+def _label(name):
+    from .evaluate import METHOD_LABELS
+
+    return METHOD_LABELS.get(name, name)
+
+
+def evaluation_figures(results: dict, out: Path) -> dict[str, Path]:
+    """Write the report's PNGs into ``out``; returns {title: path}."""
+    figures = {}
+    example = results.get("_example")
+    if example is not None:
+        figures["input / output / truth"] = field_panels(example, out / "fields.png")
+    figures["completeness and purity"] = completeness_purity(results, out / "completeness_purity.png")
+    figures["flux recovery"] = flux_recovery(results, out / "flux.png")
+    figures["position offsets"] = offsets(results, out / "offsets.png")
+    figures["output beam"] = beams(results, out / "psf.png")
+    return figures
+
+
+def field_panels(example: dict, path: Path, size_pixels: int = 180) -> Path:
+    """SPIRE 250 input, network output and 450 µm truth (or SCUBA-2) of one field, centre cut."""
+    plt = _pyplot()
+    from .maps import reproject_map
+
+    maps = example["maps"]
+    network = maps["network"]
+    cy, cx = network.shape[0] // 2, network.shape[1] // 2
+    h = min(size_pixels // 2, cy, cx)
+    sl = (slice(cy - h, cy + h), slice(cx - h, cx + h))
+    field = example["field"]
+    m250 = reproject_map(field["spire_250"].to("mJy/beam"), network.wcs, network.shape)
+    reference_name = "truth" if "truth" in maps else "scuba2"
+    panels = [("SPIRE 250 µm input", m250.data), ("galaxysr 450 µm output", network.data),
+              ("450 µm truth ⊗ 7.9″ beam" if reference_name == "truth" else "SCUBA-2 450 µm",
+               maps[reference_name].data)]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    for ax, (title, data) in zip(axes, panels):
+        cut = data[sl]
+        vmax = np.nanpercentile(cut, 99.7)
+        im = ax.imshow(cut, origin="lower", cmap="inferno", vmin=min(0, np.nanpercentile(cut, 1)), vmax=vmax)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(im, ax=ax, fraction=0.046, label="mJy/beam")
+    side = 2 * h * network.pixel_scale.to_value("arcmin")
+    fig.suptitle(f"{side:.1f}′ × {side:.1f}′ cut-out")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def completeness_purity(results: dict, path: Path) -> Path:
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, s in results["methods"].items():
+        style = dict(color=COLOURS.get(name), marker="o", ms=3, label=_label(name))
+        a.plot(s["bin_centres_mjy"], s["completeness"], **style)
+        b.plot(s["bin_centres_mjy"], s["purity"], **style)
+    for ax, title, target in ((a, "completeness (by true 450 µm flux)", 0.95), (b, "purity (by measured flux)", 0.87)):
+        ax.axhline(target, color="grey", ls=":", lw=1)
+        _log_flux_axis(ax)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("S$_{450}$ [mJy]")
+        ax.set_title(title)
+    a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def flux_recovery(results: dict, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, s in results["methods"].items():
+        stats = np.array(s["flux_ratio_16_50_84"], float)
+        x = np.array(s["bin_centres_mjy"])
+        ax.plot(x, stats[:, 1], color=COLOURS.get(name), marker="o", ms=3, label=_label(name))
+        if name == "network":
+            ax.fill_between(x, stats[:, 0], stats[:, 2], color=COLOURS[name], alpha=0.2, label="network 16–84 %")
+    ax.axhline(1, color="grey", lw=1)
+    ax.axhspan(0.9, 1.1, color="grey", alpha=0.1)
+    _log_flux_axis(ax)
+    ax.set_ylim(0, 2.5)
+    ax.set_xlabel("true S$_{450}$ [mJy]")
+    ax.set_ylabel("S$_{out}$ / S$_{true}$ (median)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def offsets(results: dict, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    radius = results["config"].get("match_radius_arcsec") or BANDS[TARGET_BAND].fwhm.value
+    bins = np.linspace(0, radius, 17)
+    for name, s in results["methods"].items():
+        if s["offsets_arcsec"]:
+            ax.hist(s["offsets_arcsec"], bins=bins, histtype="step", density=True, color=COLOURS.get(name),
+                    label=_label(name))
+    ax.set_xlabel("position offset to matched source [arcsec]")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def beams(results: dict, path: Path) -> Path:
+    """Radial profiles of the fitted stacked output beams vs the SCUBA-2 beam."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    r = np.linspace(0, 30, 200)
+    target = BANDS[TARGET_BAND].fwhm.value
+    ax.plot(r, np.exp(-4 * np.log(2) * r**2 / target**2), "k--", label=f"SCUBA-2 450 beam ({target}″)")
+    for name, s in results["methods"].items():
+        fwhm = s.get("output_fwhm_arcsec", float("nan"))
+        if np.isfinite(fwhm):
+            ax.plot(r, np.exp(-4 * np.log(2) * r**2 / fwhm**2), color=COLOURS.get(name),
+                    label=f"{_label(name)}: {fwhm:.1f}″")
+    ax.set_xlabel("radius [arcsec]")
+    ax.set_ylabel("normalised profile (Gaussian fit to stack)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def counts_figure(path: Path, area_deg2: float = 2.0, seed: int = 11) -> Path:
+    """Simulated differential counts at 250/350/500/450 µm against the literature tables."""
+    from importlib.resources import files
+
+    from astropy import units as u
+    from astropy.table import Table
+
+    from .sky import differential_counts, draw_galaxies
+
+    plt = _pyplot()
+    cat = draw_galaxies(area_deg2 * u.deg**2, np.random.default_rng(seed))
+    counts_dir = files("galaxysr") / "data" / "counts"
+    refs = {"spire_250": ["bethermin2012_spire250", "oliver2010_spire250", "glenn2010_spire250"],
+            "spire_350": ["bethermin2012_spire350", "oliver2010_spire350", "glenn2010_spire350"],
+            "spire_500": ["bethermin2012_spire500", "oliver2010_spire500", "glenn2010_spire500"],
+            "scuba2_450": ["wang2017_scuba450"]}
+    edges = np.geomspace(1, 200, 22)
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), sharey=True)
+    for ax, (band, names) in zip(axes, refs.items()):
+        centres, n, err = differential_counts(np.asarray(cat[f"flux_{band}"]), area_deg2 * u.deg**2, edges)
+        good = n > 0
+        ax.errorbar(centres[good], (n * (centres / 1e3) ** 2.5)[good], yerr=(err * (centres / 1e3) ** 2.5)[good],
+                    fmt="k-", lw=1.5, label=f"galaxysr.sky ({area_deg2:g} deg²)")
+        for marker, name in zip("osd", names):
+            t = Table.read(counts_dir / f"{name}.ecsv")
+            s = np.asarray(t["S"])
+            y = 10 ** np.asarray(t["log10_dNdS"]) * (s / 1e3) ** 2.5
+            lo = y * (1 - 10 ** -np.asarray(t["err_minus"]))
+            hi = y * (10 ** np.asarray(t["err_plus"]) - 1)
+            label = name.split("_")[0].replace("2", " 2", 1).capitalize()
+            ax.errorbar(s, y, yerr=[lo, hi], fmt=marker, ms=4, capsize=2, label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(1, 200)
+        ax.set_ylim(0.05, 30)
+        ax.set_title(band.replace("_", " ") + " µm")
+        ax.set_xlabel("S [mJy]")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("S$^{2.5}$ dN/dS [Jy$^{1.5}$ deg$^{-2}$]")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def field_bands_figure(field, path: Path) -> Path:
+    """One simulated field in the four bands, at native pixels."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
+    for ax, (band, m) in zip(axes, field.maps.items()):
+        data = m.data
+        im = ax.imshow(data, origin="lower", cmap="inferno", vmin=np.nanpercentile(data, 1),
+                       vmax=np.nanpercentile(data, 99.7))
+        ax.set_title(f"{band.replace('_', ' ')} µm — {m.band.fwhm.value}″ beam, {m.pixel_scale.value:.3g}″ px")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(im, ax=ax, fraction=0.046, label="mJy/beam")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+
+from galaxysr.catalogue import extract_sources
+from galaxysr.evaluate import EvalConfig, binned_fraction, match, score
+from galaxysr.instruments import BANDS
+from galaxysr.maps import Map, tan_wcs
+from galaxysr.simulate import render_sources
+
+CENTRE = SkyCoord(150 * u.deg, 2 * u.deg)
+
+
+def _map(sources, band="scuba2_450", pixel=2.0, shape=(300, 300), rms=0.3, seed=0):
+    b = BANDS[band]
+    wcs = tan_wcs(CENTRE, pixel * u.arcsec, shape)
+    x, y, f = (np.array(v, float) for v in zip(*sources))
+    image = render_sources(x, y, f, shape, b.sigma_pixels(pixel * u.arcsec))
+    image += np.random.default_rng(seed).normal(0, rms, shape)
+    return Map(image.astype(np.float32), wcs, b, noise=np.full(shape, rms, np.float32)), wcs
+
+
+def test_extraction_recovers_injected_fluxes_and_positions():
+    rng = np.random.default_rng(1)
+    grid = np.array([(x, y) for x in range(25, 280, 36) for y in range(25, 280, 36)], float)
+    grid += rng.uniform(-0.5, 0.5, grid.shape)
+    fluxes = rng.uniform(3, 40, len(grid))
+    m, wcs = _map([(x, y, f) for (x, y), f in zip(grid, fluxes)])
+    cat = extract_sources(m, snr=5)
+    truth = SkyCoord(*wcs.pixel_to_world_values(grid[:, 0], grid[:, 1]), unit="deg")
+    det = SkyCoord(cat["ra"], cat["dec"], unit="deg")
+    i_det, i_true = match(det, np.asarray(cat["flux"]), truth, fluxes, 4 * u.arcsec)
+    assert len(i_true) == len(grid) and len(cat) == len(grid)
+    assert np.all(det[i_det].separation(truth[i_true]).arcsec < 0.5)
+    measured = np.asarray(cat["flux"])[i_det]
+    assert np.all(np.abs(measured - fluxes[i_true]) <= 3 * 0.3 + 0.02 * fluxes[i_true])  # 3σ + 2 %
+    assert np.all(np.asarray(cat["flux_err"]) > 0) and np.all(cat["snr"] > 5)
+
+
+def test_close_pairs_are_deblended():
+    fwhm_px = 7.9 / 2.0
+    m, _ = _map([(150, 150, 20.0), (150 + 1.3 * fwhm_px, 150, 10.0)], rms=0.1)
+    cat = extract_sources(m, snr=5)
+    assert len(cat) == 2
+    np.testing.assert_allclose(sorted(np.asarray(cat["flux"])), [10.0, 20.0], rtol=0.08)
+
+
+def test_extraction_works_on_spire_maps_with_their_own_beam():
+    m, wcs = _map([(40.3, 40.6, 50.0)], band="spire_250", pixel=6.0, shape=(80, 80), rms=1.0)
+    cat = extract_sources(m, snr=5)
+    assert len(cat) == 1 and cat["flux"][0] == pytest.approx(50, rel=0.05)
+    assert cat.meta["fwhm_arcsec"] == pytest.approx(18.1)
+
+
+def test_matching_is_one_to_one_and_bright_sources_claim_first():
+    ref = SkyCoord([150.0, 150.0 + 3 / 3600], [2.0, 2.0], unit="deg")   # bright, and a faint one 3" east
+    det = SkyCoord([150.0 + 1.8 / 3600, 150.0 + 2.0 / 3600], [2.0, 2.0], unit="deg")
+    i_det, i_ref = match(det, np.array([20.0, 19.0]), ref, np.array([20.0, 2.0]), 5 * u.arcsec)
+    assert len(set(i_det)) == len(i_det) == 2 and len(set(i_ref)) == 2
+    assert dict(zip(i_ref, i_det))[0] == 0  # the bright source gets its nearest detection
+    # Two detections, one reference source: one match only.
+    i_det, i_ref = match(det, np.array([5.0, 5.0]), ref[:1], np.array([5.0]), 5 * u.arcsec)
+    assert len(i_det) == 1
+
+
+def test_completeness_and_purity_on_a_hand_computed_case():
+    # Reference: 4 sources (fluxes 4, 6, 16, 20); detections: 3 of them plus 2 spurious.
+    ra = 150 + np.arange(4) * 60 / 3600
+    reference = Table({"ra": ra, "dec": np.full(4, 2.0), "flux_scuba2_450": [4.0, 6.0, 16.0, 20.0]})
+    catalogue = Table({"ra": np.r_[ra[1:] + 1 / 3600, 151.0, 151.1], "dec": np.full(5, 2.0),
+                       "flux": [6.5, 15.0, 21.0, 4.5, 17.0]})
+    s = score(catalogue, reference, "flux_scuba2_450", EvalConfig(flux_bins_mjy=(3, 10, 30)))
+    assert s["n_matched"] == 3
+    assert s["completeness"] == pytest.approx([0.5, 1.0])   # 1 of (4, 6); 2 of (16, 20)
+    assert s["purity"] == pytest.approx([0.5, 2 / 3])       # (6.5✓, 4.5✗); (15✓, 21✓, 17✗)
+    assert s["completeness_above_15mjy"] == 1.0
+    assert s["median_flux_ratio_above_9mjy"] == pytest.approx(np.median([15 / 16, 21 / 20]))
+    centres, fraction, counts = binned_fraction(np.array([1.0, 2.0, 5.0]), np.array([True, False, True]), [0, 3, 10])
+    assert fraction.tolist() == [0.5, 1.0] and counts.tolist() == [2, 1]
+
+
+def test_evaluate_command_writes_the_report(tmp_path):
+    from galaxysr.cli import main
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- evaluation:start -->\nold\n<!-- evaluation:end -->\nrest\n")
+    out = tmp_path / "report"
+    assert main(["evaluate", "--area", "0.02", "--seeds", "2003", "--field-dir", str(tmp_path / "fields"),
+                 "--out", str(out), "--update-readme", str(readme), "--no-progress"]) == 0
+    for name in ("report.md", "metrics.json", "fields.png", "completeness_purity.png", "flux.png",
+                 "offsets.png", "psf.png"):
+        assert (out / name).stat().st_size > 0, name
+    text = readme.read_text()
+    assert "galaxysr network" in text and "old" not in text and text.endswith("rest\n")
