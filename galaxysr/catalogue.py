@@ -17,6 +17,9 @@ from astropy.table import QTable, Table
 
 from .maps import MJY_PER_BEAM, Map
 
+#: Largest group of overlapping sources fitted jointly (see _psf_photometry).
+MAX_GROUP = 12
+
 
 def map_rms(m: Map) -> np.ndarray | float:
     """Per-pixel 1σ noise (mJy/beam): the noise map if there is one, else the
@@ -104,12 +107,19 @@ def _psf_photometry(data, valid, rms_map, x, y, flux, fwhm_px, sigma_px):
     psf = CircularGaussianPRF(fwhm=fwhm_px)
     psf.fwhm.fixed = True
     fit_shape = max(5, int(np.ceil(1.5 * fwhm_px)) | 1)
-    photometry = PSFPhotometry(psf, fit_shape, grouper=SourceGrouper(1.5 * fwhm_px),
-                               aperture_radius=fwhm_px, xy_bounds=(fwhm_px / 2, fwhm_px / 2))
+    photometry = PSFPhotometry(psf, fit_shape, aperture_radius=fwhm_px, xy_bounds=(fwhm_px / 2, fwhm_px / 2))
     error = np.where(np.isfinite(rms_map) & (rms_map > 0), rms_map, np.nanmax(rms_map[np.isfinite(rms_map)]))
     if not np.all(error > 0):
         error = np.full_like(data, 1e-3)
-    init = QTable({"x": x, "y": y, "flux": flux * beam_px})
+    # Group sources closer than 1.5 FWHM for joint fits (deblending); in crowded or noisy
+    # maps such groups can chain into hundreds of sources, whose joint fit is intractable,
+    # so sources of groups larger than MAX_GROUP are fitted on their own.
+    groups = np.asarray(SourceGrouper(1.5 * fwhm_px)(x, y))
+    ids, sizes = np.unique(groups, return_counts=True)
+    oversize = np.isin(groups, ids[sizes > MAX_GROUP])
+    groups = groups.copy()
+    groups[oversize] = groups.max() + 1 + np.arange(oversize.sum())
+    init = QTable({"x": x, "y": y, "flux": flux * beam_px, "group_id": groups})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fit-quality warnings are reported in the flags column
         result = photometry(np.where(valid, data, 0.0), mask=~valid, error=error, init_params=init)

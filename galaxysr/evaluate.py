@@ -31,7 +31,7 @@ TARGETS = {"completeness_above_15mjy": (">=", 0.95), "min_purity": (">=", 0.87),
            "median_offset_arcsec_above_10mjy": ("<=", 3.0), "median_flux_ratio_above_9mjy": ("within", 0.10)}
 METHOD_LABELS = {"network": "galaxysr network", "native_250": "SPIRE 250 native × colour",
                  "richardson_lucy": "Richardson–Lucy 250", "wiener": "Wiener 250",
-                 "truth": "truth ⊗ 7.9″ beam (upper bound)"}
+                 "truth": f"truth ⊗ {BANDS[TARGET_BAND].fwhm.value:g}″ beam (upper bound)"}
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ class ModelArtifact:
 
     @property
     def name(self) -> str:
-        return self.meta.get("name", self.path.name)
+        """The training run's folder name (e.g. ``shipped`` for ``runs/shipped``)."""
+        return Path(self.meta.get("train", {}).get("out_dir", self.path.name)).name
 
     @cached_property
     def sha256(self) -> str:

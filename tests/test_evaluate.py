@@ -94,3 +94,17 @@ def test_evaluate_command_writes_the_report(tmp_path):
         assert (out / name).stat().st_size > 0, name
     text = readme.read_text()
     assert "galaxysr network" in text and "old" not in text and text.endswith("rest\n")
+
+
+def test_real_pair_evaluation_scores_against_the_scuba2_catalogue(tmp_path):
+    from pathlib import Path
+
+    from galaxysr.evaluate import evaluate_real, write_report
+
+    pair = Path(__file__).resolve().parents[1] / "data" / "mock_real"
+    results = evaluate_real(pair, progress=False)
+    network = results["methods"]["network"]
+    assert results["reference"].startswith("SCUBA-2") and network["n_reference"] > 10
+    assert 0 < network["n_matched"] <= min(network["n_detections"], network["n_reference"])
+    assert "truth" not in results["methods"]
+    assert write_report(results, tmp_path / "real").exists()

@@ -211,3 +211,13 @@ def test_one_tile_equals_many_overlapping_tiles():
     both = np.isfinite(single.data) & np.isfinite(many.data)
     diff = np.abs(single.data - many.data)[both]
     assert np.median(diff) < 0.05 and np.percentile(diff, 99) < 0.1 * np.nanmax(single.data)
+
+
+def test_catalogue_option_writes_sources_from_the_output(tiny_artifact, field_files, tmp_path):
+    folder, _ = field_files
+    out, cat = tmp_path / "o.fits", tmp_path / "o.ecsv"
+    assert _run([folder / "cosmos_250.fits", out, "--model", tiny_artifact.path, "--catalogue", cat,
+                 "--snr", "3"]) == 0
+    table = Table.read(cat)
+    assert {"ra", "dec", "flux", "flux_err", "snr"} <= set(table.colnames)
+    assert table.meta["band"] == "scuba2_450"
