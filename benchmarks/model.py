@@ -40,7 +40,7 @@ if __name__ == "__main__":
     r = run_isolated(CODE)
     base = r["without aperture"]
     rows = "\n".join(f"| {k} | {v * 1e3:.0f} ms | {100 * (v / base - 1):+.0f} % |"
-                     for k, v in r.items() if k.startswith("with"))
+                     for k, v in r.items() if k.startswith("with "))
     body = (f"Default generator ({r['params']:,} parameters), batch 8, 128×128 tiles, on {r['device']}.\n\n"
             f"| step | time | vs. without aperture |\n|---|---|---|\n| without aperture | {base * 1e3:.0f} ms | – |\n{rows}\n"
             f"| photutils find_peaks alone, one batch of 8 tiles | {r['find_sources per batch'] * 1e3:.1f} ms | – |\n\n"

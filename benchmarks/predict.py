@@ -39,8 +39,8 @@ if __name__ == "__main__":
         results[area] = run_isolated(PREDICT.format(folder=folder))
     one, four = results[1.0], results[4.0]
     body = ("Shipped model, 2″ output pixels, 128-px tiles overlapping by 32 px, batch 16; the three SPIRE "
-            "maps are FITS files on local disk. Times exclude Python/TensorFlow start-up "
-            f"({one['import_s']:.1f} s).\n\n"
+            "maps are FITS files on local disk. Times run from the command's start to the written file and "
+            "include importing TensorFlow and loading the model (a few seconds, paid once per call).\n\n"
             "| map | end-to-end | per deg² | peak memory (process) |\n|---|---|---|---|\n"
             f"| 1 deg² | {one['predict_s']:.1f} s | {one['predict_s']:.1f} s/deg² | {one['peak_mib']:.0f} MiB |\n"
             f"| 4 deg² | {four['predict_s']:.1f} s | {four['predict_s'] / 4:.1f} s/deg² | {four['peak_mib']:.0f} MiB |\n\n"

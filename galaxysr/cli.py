@@ -142,9 +142,8 @@ def _predict(args) -> int:
     print(f"wrote {result}")
     if args.catalogue:
         from .catalogue import extract_sources
-        from .maps import read_map as _read
 
-        table = extract_sources(_read(result, band=artifact.config.target_band), snr=args.snr)
+        table = extract_sources(read_map(result, band=artifact.config.target_band), snr=args.snr)
         table.write(args.catalogue, overwrite=args.overwrite)
         print(f"wrote {args.catalogue} ({len(table)} sources)")
     return 0
@@ -174,7 +173,8 @@ def _add_predict(sub) -> None:
 def _evaluate(args) -> int:
     from dataclasses import replace
 
-    from .evaluate import EvalConfig, evaluate_real, evaluate_simulated, evaluation_fields, update_readme, write_report
+    from .evaluate import (EvalConfig, evaluate_real, evaluate_simulated, evaluation_fields, summary_table,
+                           update_readme, write_report)
     from .inference import load_artifact
 
     artifact = load_artifact(args.model)
@@ -188,8 +188,6 @@ def _evaluate(args) -> int:
         results = evaluate_simulated(folders, artifact, config, progress=not args.no_progress)
         title = "galaxysr evaluation on held-out simulated fields"
     report = write_report(results, args.out, title)
-    from .evaluate import summary_table
-
     print(summary_table(results))
     print(f"\nwrote {report}")
     if args.update_readme:

@@ -238,7 +238,6 @@ class _RowWriter:
     def __init__(self, template: Map, shape, out_path, overwrite: bool, header_extra: dict):
         self.shape = shape
         self.template = template
-        self.rows_done = 0
         self.out_path = None if out_path is None else Path(out_path)
         if self.out_path is None:
             self.image = np.full(shape, np.nan, np.float32)
@@ -267,7 +266,6 @@ class _RowWriter:
             self.image[y0:y0 + len(values)] = values
         else:
             self.stream.write(values.astype(">f4"))
-        self.rows_done = y0 + len(values)
 
     def finish(self):
         if self.out_path is None:

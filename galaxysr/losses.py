@@ -149,20 +149,29 @@ def find_sources(images_mjy: np.ndarray, valid: np.ndarray, threshold_mjy: float
     return positions, present
 
 
-def aperture_sums(image, positions, radius_px: float):
-    """Sum of ``image`` (B, H, W) in circular apertures at ``positions`` (B, S, 2).
+def disk_kernel(radius_px: float) -> np.ndarray:
+    """Circular aperture of radius ``radius_px`` as pixel weights ``clip(r + ½ − d, 0, 1)``:
+    a linear approximation of the exact pixel/circle overlap that photutils computes."""
+    half = int(np.ceil(radius_px + 0.5))
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    return np.clip(radius_px + 0.5 - np.hypot(xx, yy), 0.0, 1.0).astype(np.float32)
 
-    Pixels are weighted by ``clip(r + ½ − d, 0, 1)``, a linear approximation of the exact
-    pixel/circle overlap that photutils computes (agrees to < 1 % for beam-sized sources),
-    and differentiable in the image. Returns (B, S).
+
+def aperture_sums(image, positions, radius_px: float):
+    """Sum of ``image`` (B, H, W) in circular apertures centred on the pixels ``positions``
+    (B, S, 2) = (x, y), rounded to pixel centres (the loss's positions are photutils peak
+    pixels).
+
+    The image is convolved once with the aperture (:func:`disk_kernel`) and read at each
+    position: cheap, differentiable in the image, and within 1 % of photutils' exact
+    apertures for beam-sized sources (tested). Returns (B, S).
     """
-    shape = tf.shape(image)
-    ys = tf.cast(tf.range(shape[1]), tf.float32)
-    xs = tf.cast(tf.range(shape[2]), tf.float32)
-    dx = xs[None, None, None, :] - positions[:, :, 0, None, None]
-    dy = ys[None, None, :, None] - positions[:, :, 1, None, None]
-    weight = tf.clip_by_value(radius_px + 0.5 - tf.sqrt(dx**2 + dy**2), 0.0, 1.0)
-    return tf.einsum("bshw,bhw->bs", weight, image)
+    kernel = tf.constant(disk_kernel(radius_px)[:, :, None, None])
+    summed = tf.nn.conv2d(image[..., None], kernel, strides=1, padding="SAME")[..., 0]
+    shape = tf.shape(summed)
+    x = tf.clip_by_value(tf.cast(tf.round(positions[..., 0]), tf.int32), 0, shape[2] - 1)
+    y = tf.clip_by_value(tf.cast(tf.round(positions[..., 1]), tf.int32), 0, shape[1] - 1)
+    return tf.gather_nd(summed, tf.stack([y, x], -1), batch_dims=1)
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)

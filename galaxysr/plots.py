@@ -20,6 +20,16 @@ def _pyplot():
     return plt
 
 
+def _finish(fig, path: Path, dpi: int = 90) -> Path:
+    """Lay out, write and close a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _log_flux_axis(ax):
     """Log axis in mJy with plain-number ticks (no 2×10¹ clutter)."""
     from matplotlib.ticker import NullFormatter, ScalarFormatter
@@ -76,10 +86,7 @@ def field_panels(example: dict, path: Path, size_pixels: int = 180) -> Path:
         fig.colorbar(im, ax=ax, fraction=0.046, label="mJy/beam")
     side = 2 * h * network.pixel_scale.to_value("arcmin")
     fig.suptitle(f"{side:.1f}′ × {side:.1f}′ cut-out")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _finish(fig, path)
 
 
 def completeness_purity(results: dict, path: Path) -> Path:
@@ -96,10 +103,7 @@ def completeness_purity(results: dict, path: Path) -> Path:
         ax.set_xlabel("S$_{450}$ [mJy]")
         ax.set_title(title)
     a.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _finish(fig, path)
 
 
 def flux_recovery(results: dict, path: Path) -> Path:
@@ -118,10 +122,7 @@ def flux_recovery(results: dict, path: Path) -> Path:
     ax.set_xlabel("true S$_{450}$ [mJy]")
     ax.set_ylabel("S$_{out}$ / S$_{true}$ (median)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _finish(fig, path)
 
 
 def offsets(results: dict, path: Path) -> Path:
@@ -136,10 +137,7 @@ def offsets(results: dict, path: Path) -> Path:
     ax.set_xlabel("position offset to matched source [arcsec]")
     ax.set_ylabel("density")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _finish(fig, path)
 
 
 def beams(results: dict, path: Path) -> Path:
@@ -157,10 +155,7 @@ def beams(results: dict, path: Path) -> Path:
     ax.set_xlabel("radius [arcsec]")
     ax.set_ylabel("normalised profile (Gaussian fit to stack)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _finish(fig, path)
 
 
 def counts_figure(path: Path, area_deg2: float = 2.0, seed: int = 11) -> Path:
@@ -202,10 +197,7 @@ def counts_figure(path: Path, area_deg2: float = 2.0, seed: int = 11) -> Path:
         ax.set_xlabel("S [mJy]")
         ax.legend(fontsize=7)
     axes[0].set_ylabel("S$^{2.5}$ dN/dS [Jy$^{1.5}$ deg$^{-2}$]")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _finish(fig, path)
 
 
 def field_bands_figure(field, path: Path) -> Path:
@@ -220,7 +212,4 @@ def field_bands_figure(field, path: Path) -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
         fig.colorbar(im, ax=ax, fraction=0.046, label="mJy/beam")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, dpi=80)
