@@ -17,21 +17,19 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.table import Table
+from astropy.table import Table, vstack
 
 from .baselines import mean_colour, native_250, richardson_lucy, truth_convolved, wiener
 from .catalogue import extract_sources
 from .datasets import EVALUATION_SEEDS
 from .instruments import BANDS, TARGET_BAND
 from .maps import Field, Map, MapError, read_field, reproject_map, write_field
+from .plots import METHOD_LABELS, evaluation_figures
 from .simulate import SimulationConfig, column_mjy, simulate_field
 
 #: Published targets (Lauritsen et al. 2021; see docs/evaluation.md).
 TARGETS = {"completeness_above_15mjy": (">=", 0.95), "min_purity": (">=", 0.87),
            "median_offset_arcsec_above_10mjy": ("<=", 3.0), "median_flux_ratio_above_9mjy": ("within", 0.10)}
-METHOD_LABELS = {"network": "galaxysr network", "native_250": "SPIRE 250 native × colour",
-                 "richardson_lucy": "Richardson–Lucy 250", "wiener": "Wiener 250",
-                 "truth": f"truth ⊗ {BANDS[TARGET_BAND].fwhm.value:g}″ beam (upper bound)"}
 
 
 @dataclass(frozen=True)
@@ -257,8 +255,6 @@ def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig()
             example = {"field": field, "maps": maps}
     results = {}
     for name, pairs in pooled.items():
-        from astropy.table import vstack
-
         scores = score(vstack([c for c, _ in pairs]), vstack([t for _, t in pairs]), f"flux_{TARGET_BAND}", config)
         fwhms = [stacked_fwhm(m, pos) for m, pos in fwhm_stamps[name]]
         scores["output_fwhm_arcsec"] = float(np.nanmean(fwhms)) if np.isfinite(fwhms).any() else float("nan")
@@ -345,17 +341,15 @@ def per_bin_table(results: dict) -> str:
         purity = [f"{p:.0%} ({n})" if n >= 5 else "–" for p, n in zip(s["purity"], s["n_detections_per_bin"])]
         offset = [f"{o:.2f}″" if np.isfinite(o) else "–" for o in s["median_offset_arcsec_per_bin"]]
         rows.append(f"| {METHOD_LABELS.get(name, name)} | purity | " + " | ".join(purity) + " |")
-        rows.append(f"| | offset | " + " | ".join(offset) + " |")
+        rows.append("| | offset | " + " | ".join(offset) + " |")
     return "\n".join(rows)
 
 
 def write_report(results: dict, out: str | Path, title: str = "galaxysr evaluation") -> Path:
     """``report.md``, ``metrics.json`` and PNG figures in folder ``out``."""
-    from . import plots
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figures = plots.evaluation_figures(results, out)
+    figures = evaluation_figures(results, out)
     # Binned and summary numbers only; the per-source lists went into the figures.
     per_source = ("offsets_arcsec", "matched_true_flux_mjy", "flux_ratio")
     payload = {k: v for k, v in results.items() if not k.startswith("_")}

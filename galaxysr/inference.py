@@ -26,7 +26,7 @@ from astropy.io import fits
 
 from . import __version__
 from .instruments import get_band
-from .maps import MJY_PER_BEAM, Map, MapError, output_grid, reproject_map
+from .maps import MJY_PER_BEAM, Map, MapError, Resampler, output_grid
 from .model import ModelConfig
 
 #: The model shipped with the package.
@@ -197,6 +197,7 @@ def super_resolve(maps: dict[str, Map], artifact: ModelArtifact | None = None, o
     weights = np.zeros_like(numerator)
     base = 0
     ceiling_hit = False
+    resamplers = {b: Resampler(maps[b]) for b in config.input_bands}
     try:
         for y0 in tqdm(ys, desc="super-resolving", unit="strip", disable=not progress):
             if y0 + tile > base + 2 * tile:
@@ -206,8 +207,7 @@ def super_resolve(maps: dict[str, Map], artifact: ModelArtifact | None = None, o
                 numerator[-shift:], weights[-shift:] = 0.0, 0.0
                 base = y0
             strip_wcs = _strip_wcs(wcs, y0, (tile, pad_x))
-            stack = np.stack([reproject_map(maps[b], strip_wcs, (tile, pad_x)).data
-                              for b in config.input_bands], -1)
+            stack = np.stack([resamplers[b].onto(strip_wcs, (tile, pad_x)).data for b in config.input_bands], -1)
             valid = np.isfinite(stack).all(-1)
             if not valid.any():
                 continue

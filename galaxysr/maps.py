@@ -371,8 +371,8 @@ def pixel_mapping(wcs_in: WCS, wcs_out: WCS, shape: tuple[int, int], step: int =
             map_coordinates(np.asarray(y_in, float), coords, order=1))
 
 
-def reproject_map(m: Map, wcs: WCS, shape: tuple[int, int]) -> Map:
-    """``m`` resampled onto ``wcs``/``shape`` by cubic-spline interpolation.
+class Resampler:
+    """Cubic-spline resampling of one Map onto any grid.
 
     Interpolation (not flux-conserving resampling) is right for beam-smoothed maps in
     per-beam units: the value at a sky position is kept, so a point source keeps its peak.
@@ -380,26 +380,47 @@ def reproject_map(m: Map, wcs: WCS, shape: tuple[int, int]) -> Map:
     would pin every peak to a native pixel centre. Output pixels outside the map, or whose
     interpolation touched a NaN hole, are NaN (holes grow by at most one input pixel).
 
-    Same result as ``reproject.reproject_interp(order="bicubic")`` (tested), ~5× faster:
-    see :func:`pixel_mapping`.
+    The spline coefficients of the whole map are computed once here, so resampling the
+    same map onto many grids (inference does it strip by strip) does not repeat them.
+    Same result as ``reproject.reproject_interp(order="bicubic")`` (tested), 3–5× faster
+    (docs/benchmarks): see :func:`pixel_mapping`.
     """
-    from scipy.ndimage import map_coordinates
 
-    x, y = pixel_mapping(m.wcs, wcs, shape)
-    ny, nx = m.shape
-    bad = ~((x > -0.5) & (x < nx - 0.5) & (y > -0.5) & (y < ny - 0.5))
-    valid = np.isfinite(m.data)
-    data = map_coordinates(np.where(valid, m.data, 0.0).astype(np.float64), [y, x], order=3, mode="nearest")
-    if not valid.all():
-        cover = map_coordinates(valid.astype(np.float32), [y, x], order=1, mode="nearest")
-        bad |= cover < 0.999
-    data[bad] = np.nan
-    noise = None
-    if m.noise is not None:
-        noise = map_coordinates(np.nan_to_num(m.noise).astype(np.float64), [y, x], order=1, mode="nearest")
-        noise[bad] = np.nan
-        noise = noise.astype(np.float32)
-    return replace(m, data=data.astype(np.float32), wcs=wcs, noise=noise)
+    _PAD = 12  # edge padding before the spline filter, as scipy's map_coordinates does
+
+    def __init__(self, m: Map):
+        from scipy.ndimage import spline_filter
+
+        self.map = m
+        valid = np.isfinite(m.data)
+        self.valid = None if valid.all() else valid.astype(np.float32)
+        filled = np.pad(np.where(valid, m.data, 0.0).astype(np.float64), self._PAD, mode="edge")
+        self.coefficients = spline_filter(filled, order=3, mode="nearest")
+        self.noise = None if m.noise is None else np.nan_to_num(m.noise).astype(np.float64)
+
+    def onto(self, wcs: WCS, shape: tuple[int, int]) -> Map:
+        """The map on ``wcs``/``shape``."""
+        from scipy.ndimage import map_coordinates
+
+        x, y = pixel_mapping(self.map.wcs, wcs, shape)
+        ny, nx = self.map.shape
+        bad = ~((x > -0.5) & (x < nx - 0.5) & (y > -0.5) & (y < ny - 0.5))
+        data = map_coordinates(self.coefficients, [y + self._PAD, x + self._PAD], order=3, mode="nearest",
+                               prefilter=False)
+        if self.valid is not None:
+            bad |= map_coordinates(self.valid, [y, x], order=1, mode="nearest") < 0.999
+        data[bad] = np.nan
+        noise = None
+        if self.noise is not None:
+            noise = map_coordinates(self.noise, [y, x], order=1, mode="nearest")
+            noise[bad] = np.nan
+            noise = noise.astype(np.float32)
+        return replace(self.map, data=data.astype(np.float32), wcs=wcs, noise=noise)
+
+
+def reproject_map(m: Map, wcs: WCS, shape: tuple[int, int]) -> Map:
+    """``m`` resampled onto ``wcs``/``shape`` (see :class:`Resampler`)."""
+    return Resampler(m).onto(wcs, shape)
 
 
 def output_grid(m: Map, pixel: u.Quantity, multiple: int = 1):

@@ -8,6 +8,9 @@ import numpy as np
 
 from .instruments import BANDS, TARGET_BAND
 
+METHOD_LABELS = {"network": "galaxysr network", "native_250": "SPIRE 250 native × colour",
+                 "richardson_lucy": "Richardson–Lucy 250", "wiener": "Wiener 250",
+                 "truth": f"truth ⊗ {BANDS[TARGET_BAND].fwhm.value:g}″ beam (upper bound)"}
 COLOURS = {"network": "C3", "native_250": "C0", "richardson_lucy": "C1", "wiener": "C2", "truth": "k", "scuba2": "k"}
 
 
@@ -41,8 +44,6 @@ def _log_flux_axis(ax):
 
 
 def _label(name):
-    from .evaluate import METHOD_LABELS
-
     return METHOD_LABELS.get(name, name)
 
 

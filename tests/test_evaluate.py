@@ -40,7 +40,7 @@ def test_extraction_recovers_injected_fluxes_and_positions():
 
 
 def test_close_pairs_are_deblended():
-    fwhm_px = 7.9 / 2.0
+    fwhm_px = BANDS["scuba2_450"].fwhm_pixels(2.0 * u.arcsec)
     m, _ = _map([(150, 150, 20.0), (150 + 1.3 * fwhm_px, 150, 10.0)], rms=0.1)
     cat = extract_sources(m, snr=5)
     assert len(cat) == 2

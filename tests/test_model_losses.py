@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import keras
+from astropy import units as u
 
+from galaxysr.instruments import BANDS
 from galaxysr.losses import (ApertureFluxLoss, CombinedLoss, L1Loss, MeanFluxLoss, MedianFluxLoss,
                              aperture_sums)
 from galaxysr.model import FluxScaling, ModelConfig, build_generator
@@ -10,7 +12,7 @@ from galaxysr.simulate import render_sources
 
 SCALING = FluxScaling()
 PIXEL = 2.0
-SIGMA_450 = 7.9 / 2.3548 / PIXEL  # 450 µm beam sigma in 2" pixels (test input, not package code)
+SIGMA_450 = BANDS["scuba2_450"].sigma_pixels(PIXEL * u.arcsec)  # 450 µm beam sigma in 2" pixels
 
 
 def _sky(sources, shape=(64, 64), background=0.0):
@@ -51,7 +53,7 @@ def test_tf_aperture_sums_match_photutils():
     image = render_sources(*(np.array(v) for v in zip(*sources)), (64, 64), SIGMA_450)
     # Apertures on the peak pixels, as the loss places them (sources are off-centre).
     positions = np.round([[s[0], s[1]] for s in sources]).astype(np.float32)
-    radius = 7.9 / PIXEL
+    radius = BANDS["scuba2_450"].fwhm_pixels(PIXEL * u.arcsec)
     ours = aperture_sums(tf.constant(image[None], tf.float32), tf.constant(positions[None]), radius)
     theirs = aperture_photometry(image, CircularAperture(positions, r=radius), method="exact")
     np.testing.assert_allclose(ours.numpy()[0], np.asarray(theirs["aperture_sum"]), rtol=0.01)
