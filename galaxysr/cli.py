@@ -39,8 +39,6 @@ def _mock_real(args) -> int:
 
 
 def _train(args) -> int:
-    from dataclasses import replace
-
     from .datasets import DataConfig
     from .losses import LossConfig
     from .model import ModelConfig
@@ -50,9 +48,8 @@ def _train(args) -> int:
                         base_filters=args.base_filters, pixel_arcsec=args.pixel)
     data = DataConfig(sim_dir=args.sim_dir, n_sim_fields=args.n_sim_fields, sim_area_deg2=args.sim_area,
                       real_dirs=(tuple(args.real_dir or DataConfig().real_dirs) if args.sim_per_real > 0 else ()))
-    loss = replace(LossConfig(), **{k: v for k, v in (("l1", args.w_l1), ("mean_flux", args.w_mean),
-                                                      ("median_flux", args.w_median),
-                                                      ("aperture_flux", args.w_aperture)) if v is not None})
+    loss = LossConfig(l1=args.w_l1, mean_flux=args.w_mean, median_flux=args.w_median,
+                      aperture_flux=args.w_aperture, position=args.w_position)
     config = TrainConfig(model=model, loss=loss, data=data, epochs=args.epochs,
                          steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                          sim_per_real=args.sim_per_real, learning_rate=args.lr, seed=args.seed,
@@ -69,6 +66,7 @@ def _train(args) -> int:
 def _add_train(sub) -> None:
     from .datasets import DataConfig
     from .instruments import SPIRE_BANDS
+    from .losses import LossConfig
     from .model import ModelConfig
     from .training import TrainConfig
 
@@ -95,8 +93,10 @@ def _add_train(sub) -> None:
     p.add_argument("--depth", type=int, default=m.depth, help="UNet levels")
     p.add_argument("--base-filters", type=int, default=m.base_filters, help="filters of the first level")
     p.add_argument("--pixel", type=float, default=m.pixel_arcsec, help="output pixel scale (arcsec)")
-    for term in ("l1", "mean", "median", "aperture"):
-        p.add_argument(f"--w-{term}", type=float, default=None, help=f"weight of the {term} loss term")
+    for term, key in (("l1", "l1"), ("mean", "mean_flux"), ("median", "median_flux"),
+                      ("aperture", "aperture_flux"), ("position", "position")):
+        p.add_argument(f"--w-{term}", type=float, default=getattr(LossConfig(), key),
+                       help=f"weight of the {term} loss term")
     p.add_argument("--seed", type=int, default=t.seed, help="random seed")
     p.add_argument("--out", default=t.out_dir, help="run folder (checkpoints, TensorBoard logs, model)")
     p.add_argument("--strategy", choices=["mirrored", "multiworker", "default"], default=t.strategy,
