@@ -313,13 +313,30 @@ class Trainer:
         return artifact
 
 
+def export_saved_model(model, path: str | os.PathLike) -> None:
+    """A SavedModel whose ``serve`` signature maps normalised tiles (B, H, W, C) to the
+    output, loadable with ``tf.saved_model.load`` and no galaxysr code.
+
+    ``model.export`` tracks the model's Keras variables *and* the TF variables its
+    endpoint uses, so every weight is written twice; an archive whose endpoint alone
+    tracks the variables stores each once (half the size, the same outputs).
+    """
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint("serve", lambda x: model(x, training=False),
+                         input_signature=[keras.InputSpec(shape=(None, None, None, model.input_shape[-1]),
+                                                          dtype="float32")])
+    archive.write_out(str(path), verbose=False)
+
+
 def export_artifact(model, config: TrainConfig, folder: str | os.PathLike, metrics: dict | None = None) -> Path:
     """Write a ModelArtifact: ``saved_model/`` (loads without galaxysr), ``model.keras``,
     ``config.json`` (the full TrainConfig, flux scaling, bands, pixel scale) and
     ``metrics.json``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.export(str(folder / "saved_model"), verbose=False)
+    export_saved_model(model, folder / "saved_model")
     model.save(folder / "model.keras")
     write_config(config, folder / "config.json",
                  {"normalisation": asdict(config.model.scaling),

@@ -5,7 +5,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from galaxysr.catalogue import extract_sources
-from galaxysr.evaluate import EvalConfig, binned_fraction, match, score
+from galaxysr.evaluate import EvalConfig, baseline_comparison, binned_fraction, match, paired_offsets, score
 from galaxysr.instruments import BANDS
 from galaxysr.maps import Map, tan_wcs
 from galaxysr.simulate import render_sources
@@ -81,6 +81,27 @@ def test_completeness_and_purity_on_a_hand_computed_case():
     assert fraction.tolist() == [0.5, 1.0] and counts.tolist() == [2, 1]
 
 
+def test_offsets_are_compared_on_the_sources_both_methods_recover():
+    # Five 20 mJy reference sources 1′ apart. The network finds 0–3, each 1″ off; the
+    # baseline finds 1–4: 1–3 placed 0.5″ off, and source 4 exactly. Like for like (1–3),
+    # the baseline is better; its own median (0.5″) and the network's (1″) agree here, but
+    # source 0 or 4 must not enter the paired comparison.
+    ra = 150 + np.arange(5) / 60
+    reference = Table({"ra": ra, "dec": np.full(5, 2.0), "flux_scuba2_450": np.full(5, 20.0)})
+    config = EvalConfig(flux_bins_mjy=(3, 10, 30))
+    shift = 1 / 3600 / np.cos(np.radians(2.0))  # 1″ east in RA degrees
+    net = Table({"ra": ra[:4] + shift, "dec": np.full(4, 2.0), "flux": np.full(4, 20.0)})
+    base = Table({"ra": np.r_[ra[1:4] + 0.5 * shift, ra[4]], "dec": np.full(4, 2.0), "flux": np.full(4, 20.0)})
+    methods = {"network": score(net, reference, "flux_scuba2_450", config),
+               "wiener": score(base, reference, "flux_scuba2_450", config)}
+    paired = paired_offsets(methods, config.flux_bins_mjy)["wiener"]
+    assert paired["n_above_10mjy"] == 3 and paired["n_per_bin"] == [0, 3]
+    assert paired["network_above_10mjy"] == pytest.approx(1.0, abs=1e-3)
+    assert paired["other_above_10mjy"] == pytest.approx(0.5, abs=1e-3)
+    table = baseline_comparison({"methods": methods, "paired_offsets": {"wiener": paired}})
+    assert "1.00″ vs 0.50″ ✗" in table
+
+
 def test_evaluate_command_writes_the_report(tmp_path):
     from galaxysr.cli import main
 
@@ -94,6 +115,7 @@ def test_evaluate_command_writes_the_report(tmp_path):
         assert (out / name).stat().st_size > 0, name
     text = readme.read_text()
     assert "galaxysr network" in text and "old" not in text and text.endswith("rest\n")
+    assert "## Against the baselines" in (out / "report.md").read_text()
 
 
 def test_real_pair_evaluation_scores_against_the_scuba2_catalogue(tmp_path):

@@ -92,6 +92,10 @@ def test_exported_savedmodel_matches_the_in_memory_model(tmp_path, sim_dir):
     loaded = tf.saved_model.load(str(artifact / "saved_model"))  # keep a reference while serving
     served = loaded.serve(tf.constant(x)).numpy()
     np.testing.assert_allclose(served, trainer.model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
+    # Each weight is stored once (Keras' model.export stores every variable twice).
+    weights_bytes = sum(w.nbytes for w in trainer.model.get_weights())
+    stored = sum(f.stat().st_size for f in (artifact / "saved_model" / "variables").iterdir())
+    assert weights_bytes <= stored < 1.2 * weights_bytes + 20_000
     saved = json.loads((artifact / "config.json").read_text())
     assert TrainConfig.from_dict(saved["train"]) == trainer.config
     assert saved["normalisation"] == {"softening_mjy": 5.0, "ceiling_mjy": 500.0}
