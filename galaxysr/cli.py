@@ -49,7 +49,7 @@ def _train(args) -> int:
     data = DataConfig(sim_dir=args.sim_dir, n_sim_fields=args.n_sim_fields, sim_area_deg2=args.sim_area,
                       real_dirs=(tuple(args.real_dir or DataConfig().real_dirs) if args.sim_per_real > 0 else ()))
     loss = LossConfig(l1=args.w_l1, mean_flux=args.w_mean, median_flux=args.w_median,
-                      aperture_flux=args.w_aperture, position=args.w_position)
+                      aperture_flux=args.w_aperture)
     config = TrainConfig(model=model, loss=loss, data=data, epochs=args.epochs,
                          steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                          sim_per_real=args.sim_per_real, learning_rate=args.lr, seed=args.seed,
@@ -93,8 +93,7 @@ def _add_train(sub) -> None:
     p.add_argument("--depth", type=int, default=m.depth, help="UNet levels")
     p.add_argument("--base-filters", type=int, default=m.base_filters, help="filters of the first level")
     p.add_argument("--pixel", type=float, default=m.pixel_arcsec, help="output pixel scale (arcsec)")
-    for term, key in (("l1", "l1"), ("mean", "mean_flux"), ("median", "median_flux"),
-                      ("aperture", "aperture_flux"), ("position", "position")):
+    for term, key in (("l1", "l1"), ("mean", "mean_flux"), ("median", "median_flux"), ("aperture", "aperture_flux")):
         p.add_argument(f"--w-{term}", type=float, default=getattr(LossConfig(), key),
                        help=f"weight of the {term} loss term")
     p.add_argument("--seed", type=int, default=t.seed, help="random seed")

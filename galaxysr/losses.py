@@ -34,12 +34,6 @@ def _masked(y_true, y_pred):
     return tf.where(valid, y_true, 0.0), y_pred, tf.cast(valid, tf.float32)
 
 
-def _masked_mjy(scaling: FluxScaling, y_true, y_pred):
-    """(target, prediction) in mJy/beam, zero outside the valid mask, and the mask."""
-    t, p, valid = _masked(y_true, y_pred)
-    return scaling.inverse(t) * valid, scaling.inverse(p) * valid, valid
-
-
 def _safe_divide(a, b):
     return tf.math.divide_no_nan(a, b)
 
@@ -180,29 +174,14 @@ def aperture_sums(image, positions, radius_px: float):
     return tf.gather_nd(summed, tf.stack([y, x], -1), batch_dims=1)
 
 
-def centroid_kernels(sigma_px: float, radius_px: float) -> np.ndarray:
-    """Beam-weighted window moments as a (K, K, 1, 3) conv kernel: the window ``w`` (a
-    Gaussian of ``sigma_px`` inside a disk of ``radius_px``), ``w·dx`` and ``w·dy``."""
-    disk = disk_kernel(radius_px)
-    half = disk.shape[0] // 2
-    yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
-    window = disk * np.exp(-0.5 * (xx**2 + yy**2) / sigma_px**2)
-    return np.stack([window, window * xx, window * yy], -1)[:, :, None, :].astype(np.float32)
+@keras.saving.register_keras_serializable(_PACKAGE)
+class ApertureFluxLoss(_ScaledLoss):
+    """Mean |aperture flux difference| (mJy) at detected sources.
 
-
-def window_moments(image, positions, kernels):
-    """Zeroth and first window moments of ``image`` (B, H, W) at the pixels ``positions``
-    (B, S, 2) = (x, y): (B, S, 3) = (Σw·I, Σw·I·dx, Σw·I·dy), one convolution for all."""
-    moments = tf.nn.conv2d(image[..., None], tf.constant(kernels), strides=1, padding="SAME")
-    shape = tf.shape(moments)
-    x = tf.clip_by_value(tf.cast(tf.round(positions[..., 0]), tf.int32), 0, shape[2] - 1)
-    y = tf.clip_by_value(tf.cast(tf.round(positions[..., 1]), tf.int32), 0, shape[1] - 1)
-    return tf.gather_nd(moments, tf.stack([y, x], -1), batch_dims=1)
-
-
-class _SourceLoss(_ScaledLoss):
-    """Base of the terms measured at sources found with photutils (no gradient through
-    the positions): on the target, and with ``use_generated`` also on the generated map.
+    ``L = (1/N_t) Σ_target |f_t − f_g| [+ (1/N_g) Σ_generated |f_t − f_g|]`` — sources are
+    found on the target (simulated data) or on the target and on the generated map (real
+    data, ``use_generated=True``), each sum normalised by its own number of sources; a sum
+    with no sources contributes 0.
 
     Parameters
     ----------
@@ -211,7 +190,7 @@ class _SourceLoss(_ScaledLoss):
     band : str
         Target band: its beam sets the aperture radius and the peak-finding box.
     radius_fwhm : float
-        Aperture (window) radius in beam FWHMs (1.0 holds 94 % of a point source's flux).
+        Aperture radius in beam FWHMs (1.0 holds 94 % of a point source's flux).
     threshold_mjy : float
         Detection threshold (mJy/beam).
     max_sources : int
@@ -229,13 +208,11 @@ class _SourceLoss(_ScaledLoss):
         self.threshold_mjy = float(threshold_mjy)
         self.max_sources = int(max_sources)
         self.use_generated = bool(use_generated)
-        pixel = self.pixel_arcsec * u.arcsec
-        fwhm_px = get_band(band).fwhm_pixels(pixel)
+        fwhm_px = get_band(band).fwhm_pixels(self.pixel_arcsec * u.arcsec)
         self.radius_px = self.radius_fwhm * fwhm_px
         self.box = max(3, int(round(fwhm_px)) | 1)
         self.border = int(np.ceil(self.radius_px))
-        self.beam_area_px = get_band(band).beam_area_pixels(pixel)
-        self.sigma_px = get_band(band).sigma_pixels(pixel)
+        self.beam_area_px = get_band(band).beam_area_pixels(self.pixel_arcsec * u.arcsec)
 
     def detect(self, image_mjy, valid):
         """Source positions (B, S, 2) and presence (B, S) from photutils, no gradient."""
@@ -249,21 +226,21 @@ class _SourceLoss(_ScaledLoss):
         present.set_shape([None, self.max_sources])
         return positions, present
 
-    def sources(self, target_mjy, pred_mjy, valid) -> list:
-        """[(positions, present)] found on the target [and on the generated map]."""
-        found = [self.detect(target_mjy, valid)]
-        if self.use_generated:
-            found.append(self.detect(pred_mjy, valid))
-        return found
-
-    def at_sources(self, found, target_mjy, pred_mjy):
-        """The term summed over the source lists ``found`` (each normalised by its count);
-        subclasses define ``_term`` for one list."""
-        return tf.add_n([self._term(positions, present, target_mjy, pred_mjy) for positions, present in found])
+    def _term(self, positions, present, target_mjy, pred_mjy):
+        f_t = aperture_sums(target_mjy, positions, self.radius_px) / self.beam_area_px
+        f_g = aperture_sums(pred_mjy, positions, self.radius_px) / self.beam_area_px
+        return _safe_divide(tf.reduce_sum(tf.abs(f_t - f_g) * present, 1), tf.reduce_sum(present, 1))
 
     def call(self, y_true, y_pred):
-        target_mjy, pred_mjy, valid = _masked_mjy(self.scaling, y_true, y_pred)
-        return self.at_sources(self.sources(target_mjy, pred_mjy, valid), target_mjy, pred_mjy)
+        t, p, valid = _masked(y_true, y_pred)
+        target_mjy = self.scaling.inverse(t) * valid
+        pred_mjy = self.scaling.inverse(p) * valid
+        positions, present = self.detect(target_mjy, valid)
+        loss = self._term(positions, present, target_mjy, pred_mjy)
+        if self.use_generated:
+            positions, present = self.detect(pred_mjy, valid)
+            loss = loss + self._term(positions, present, target_mjy, pred_mjy)
+        return loss
 
     def get_config(self):
         config = super().get_config()
@@ -273,68 +250,18 @@ class _SourceLoss(_ScaledLoss):
         return config
 
 
-@keras.saving.register_keras_serializable(_PACKAGE)
-class ApertureFluxLoss(_SourceLoss):
-    """Mean |aperture flux difference| (mJy) at detected sources.
-
-    ``L = (1/N_t) Σ_target |f_t − f_g| [+ (1/N_g) Σ_generated |f_t − f_g|]`` — sources are
-    found on the target (simulated data) or on the target and on the generated map (real
-    data, ``use_generated=True``), each sum normalised by its own number of sources; a sum
-    with no sources contributes 0. Parameters: see :class:`_SourceLoss`.
-    """
-
-    def _term(self, positions, present, target_mjy, pred_mjy):
-        f_t = aperture_sums(target_mjy, positions, self.radius_px) / self.beam_area_px
-        f_g = aperture_sums(pred_mjy, positions, self.radius_px) / self.beam_area_px
-        return _safe_divide(tf.reduce_sum(tf.abs(f_t - f_g) * present, 1), tf.reduce_sum(present, 1))
-
-
-@keras.saving.register_keras_serializable(_PACKAGE)
-class PositionLoss(_SourceLoss):
-    """Mean distance (arcsec) between the beam-weighted centroids of target and generated
-    map around detected sources: an astrometric term.
-
-    Around each source a window ``w`` (the target beam's Gaussian, cut at ``radius_fwhm``)
-    gives the centroid ``c = Σ w·I·r / Σ w·I`` of each map; ``L = (1/N) Σ |c_t − c_g|``
-    over the same source lists as :class:`ApertureFluxLoss`. A generated source shifted by
-    δ moves its windowed centroid by about δ/2, so the term pulls sources onto their true
-    positions; pixel L1 alone barely feels sub-beam shifts of faint sources. Sources where
-    either map holds less than a quarter of the other's windowed flux are left out: where
-    the network has not made the source yet (or made a spurious one) there is no centroid
-    to compare, and the flux terms act there instead. Parameters: see :class:`_SourceLoss`.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.kernels = centroid_kernels(self.sigma_px, self.radius_px)
-
-    def _term(self, positions, present, target_mjy, pred_mjy):
-        m_t = window_moments(target_mjy, positions, self.kernels)
-        m_g = window_moments(pred_mjy, positions, self.kernels)
-        both = tf.stop_gradient(tf.cast((m_t[..., 0] > 0.25 * m_g[..., 0]) & (m_g[..., 0] > 0.25 * m_t[..., 0]),
-                                        tf.float32)) * present
-        c_t = _safe_divide(m_t[..., 1:], m_t[..., :1])
-        c_g = _safe_divide(m_g[..., 1:], tf.maximum(m_g[..., :1], 1e-6))
-        # sqrt(· + ε²) − ε: a distance with a finite gradient at zero offset.
-        eps = 1e-3
-        distance = (tf.sqrt(tf.reduce_sum(tf.square(c_t - c_g), -1) + eps**2) - eps) * self.pixel_arcsec
-        return _safe_divide(tf.reduce_sum(distance * both, 1), tf.reduce_sum(present, 1))
-
-
 @dataclass(frozen=True)
 class LossConfig:
     """Weights and settings of the combined loss (physical units in the names).
 
     The L1 term is in normalised units (~0.01–0.05 per pixel); the flux terms in mJy/beam
-    and mJy, the position term in arcsec. The weights bring them to comparable sizes at
-    the start of training.
+    and mJy. The weights bring them to comparable sizes at the start of training.
     """
 
     l1: float = 1.0
     mean_flux: float = 0.02
     median_flux: float = 0.02
     aperture_flux: float = 0.01
-    position: float = 0.0
     aperture_radius_fwhm: float = 1.0
     detect_threshold_mjy: float = 2.0
     max_sources: int = 48
@@ -345,12 +272,9 @@ class LossConfig:
 
 @keras.saving.register_keras_serializable(_PACKAGE)
 class CombinedLoss(_ScaledLoss):
-    """Weighted sum of the terms; ``real=True`` uses the two-sided source terms.
+    """Weighted sum of the four terms; ``real=True`` uses the two-sided aperture term."""
 
-    Sources are found once per call and shared by the aperture and position terms.
-    """
-
-    TERMS = ("l1", "mean_flux", "median_flux", "aperture_flux", "position")
+    TERMS = ("l1", "mean_flux", "median_flux", "aperture_flux")
 
     def __init__(self, weights: dict | None = None, pixel_arcsec: float = 2.0, band: str = "scuba2_450",
                  real: bool = False, aperture_radius_fwhm: float = 1.0, detect_threshold_mjy: float = 2.0,
@@ -363,10 +287,10 @@ class CombinedLoss(_ScaledLoss):
         self.detect_threshold_mjy = float(detect_threshold_mjy)
         self.max_sources = int(max_sources)
         scale = dict(softening_mjy=self.scaling.softening_mjy, ceiling_mjy=self.scaling.ceiling_mjy)
-        at_sources = (pixel_arcsec, band, aperture_radius_fwhm, detect_threshold_mjy, max_sources, real)
         self.terms = {
             "l1": L1Loss(**scale), "mean_flux": MeanFluxLoss(**scale), "median_flux": MedianFluxLoss(**scale),
-            "aperture_flux": ApertureFluxLoss(*at_sources, **scale), "position": PositionLoss(*at_sources, **scale),
+            "aperture_flux": ApertureFluxLoss(pixel_arcsec, band, aperture_radius_fwhm, detect_threshold_mjy,
+                                              max_sources, use_generated=real, **scale),
         }
 
     @classmethod
@@ -378,16 +302,7 @@ class CombinedLoss(_ScaledLoss):
 
     def per_term(self, y_true, y_pred) -> dict:
         """Each term's per-sample values (unweighted), skipping terms of weight 0."""
-        active = {k: loss for k, loss in self.terms.items() if self.weights[k] != 0}
-        pixel_terms = {k: loss.call(y_true, y_pred) for k, loss in active.items()
-                       if not isinstance(loss, _SourceLoss)}
-        source_terms = {k: loss for k, loss in active.items() if isinstance(loss, _SourceLoss)}
-        if not source_terms:
-            return pixel_terms
-        target_mjy, pred_mjy, valid = _masked_mjy(self.scaling, y_true, y_pred)
-        found = next(iter(source_terms.values())).sources(target_mjy, pred_mjy, valid)
-        return {**pixel_terms, **{k: loss.at_sources(found, target_mjy, pred_mjy)
-                                  for k, loss in source_terms.items()}}
+        return {k: loss.call(y_true, y_pred) for k, loss in self.terms.items() if self.weights[k] != 0}
 
     def total(self, terms: dict):
         return tf.add_n([self.weights[k] * v for k, v in terms.items()])
