@@ -6,7 +6,7 @@ from astropy import units as u
 
 from galaxysr.instruments import BANDS
 from galaxysr.losses import (ApertureFluxLoss, CombinedLoss, L1Loss, MeanFluxLoss, MedianFluxLoss,
-                             aperture_sums)
+                             _masked_median, aperture_sums, disk_kernel)
 from galaxysr.model import FluxScaling, ModelConfig, build_generator
 from galaxysr.simulate import render_sources
 
@@ -57,6 +57,30 @@ def test_tf_aperture_sums_match_photutils():
     ours = aperture_sums(tf.constant(image[None], tf.float32), tf.constant(positions[None]), radius)
     theirs = aperture_photometry(image, CircularAperture(positions, r=radius), method="exact")
     np.testing.assert_allclose(ours.numpy()[0], np.asarray(theirs["aperture_sum"]), rtol=0.01)
+
+
+def test_masked_median_equals_numpy_for_any_mask():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(6, 17, 19)).astype("float32")
+    # Full, half, a third, empty, most and almost none valid: odd and even counts per row.
+    keep = rng.random(values.shape) < np.array([1.0, 0.5, 0.33, 0.0, 0.9, 0.02])[:, None, None]
+    got = _masked_median(tf.constant(values), tf.constant(keep.astype("float32"))).numpy()
+    want = [np.median(v[k]) if k.any() else 0.0 for v, k in zip(values, keep)]
+    assert len({int(k.sum()) % 2 for k in keep[keep.reshape(6, -1).any(1)]}) == 2  # both parities tested
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_aperture_sums_count_pixels_beyond_the_edge_as_zero():
+    image = tf.ones((1, 32, 32), tf.float32)
+    radius = BANDS["scuba2_450"].fwhm_pixels(PIXEL * u.arcsec)
+    inside, corner = aperture_sums(image, tf.constant([[[16.0, 16.0], [0.0, 0.0]]]), radius).numpy()[0]
+    assert inside == pytest.approx(np.pi * radius**2, rel=0.02)   # the full disk
+    # At the corner pixel only the x ≥ 0, y ≥ 0 part of the disk (its centre row and
+    # column included) lies on the image.
+    kernel = disk_kernel(radius)
+    half = kernel.shape[0] // 2
+    assert corner == pytest.approx(kernel[half:, half:].sum(), rel=1e-6)
+    assert corner < 0.4 * inside
 
 
 def test_real_data_term_uses_sources_on_the_generated_map():
