@@ -34,6 +34,12 @@ def _masked(y_true, y_pred):
     return tf.where(valid, y_true, 0.0), y_pred, tf.cast(valid, tf.float32)
 
 
+def _masked_mjy(scaling: FluxScaling, y_true, y_pred):
+    """(target, prediction) in mJy/beam, zero outside the valid mask, and the mask."""
+    t, p, valid = _masked(y_true, y_pred)
+    return scaling.inverse(t) * valid, scaling.inverse(p) * valid, valid
+
+
 def _safe_divide(a, b):
     return tf.math.divide_no_nan(a, b)
 
@@ -67,10 +73,8 @@ class MeanFluxLoss(_ScaledLoss):
     """|mean target − mean prediction| over valid pixels, in mJy/beam."""
 
     def call(self, y_true, y_pred):
-        t, p, valid = _masked(y_true, y_pred)
-        n = tf.reduce_sum(valid, [1, 2])
-        diff = tf.reduce_sum((self.scaling.inverse(t) - self.scaling.inverse(p)) * valid, [1, 2])
-        return tf.abs(_safe_divide(diff, n))
+        target_mjy, pred_mjy, valid = _masked_mjy(self.scaling, y_true, y_pred)
+        return tf.abs(_safe_divide(tf.reduce_sum(target_mjy - pred_mjy, [1, 2]), tf.reduce_sum(valid, [1, 2])))
 
 
 def _masked_median(values, valid):
@@ -102,9 +106,8 @@ class MedianFluxLoss(_ScaledLoss):
     """|median target − median prediction| over valid pixels, in mJy/beam."""
 
     def call(self, y_true, y_pred):
-        t, p, valid = _masked(y_true, y_pred)
-        return tf.abs(_masked_median(self.scaling.inverse(t), valid)
-                      - _masked_median(self.scaling.inverse(p), valid))
+        target_mjy, pred_mjy, valid = _masked_mjy(self.scaling, y_true, y_pred)
+        return tf.abs(_masked_median(target_mjy, valid) - _masked_median(pred_mjy, valid))
 
 
 def find_sources(images_mjy: np.ndarray, valid: np.ndarray, threshold_mjy: float, box: int,
@@ -172,8 +175,8 @@ def aperture_sums(image, positions, radius_px: float):
 
     The pixels of each aperture (:func:`disk_kernel` weights) are gathered around its
     centre and summed; pixels beyond the image edge count as 0. Only S apertures are read,
-    not a whole-image convolution (41 ms per call on a 2-core AVX2 CPU at 8 × 128², against
-    well under 1 ms gathered); differentiable in the image, and within 1 % of photutils'
+    not a whole-image convolution (on a 2-core AVX2 CPU, 8 tiles of 128² with 48 sources
+    each: 2.6 ms per call, against 41 ms convolved); differentiable in the image, and within 1 % of photutils'
     exact apertures for beam-sized sources (tested). Returns (B, S).
     """
     kernel = disk_kernel(radius_px)
@@ -247,9 +250,7 @@ class ApertureFluxLoss(_ScaledLoss):
         return _safe_divide(tf.reduce_sum(tf.abs(f_t - f_g) * present, 1), tf.reduce_sum(present, 1))
 
     def call(self, y_true, y_pred):
-        t, p, valid = _masked(y_true, y_pred)
-        target_mjy = self.scaling.inverse(t) * valid
-        pred_mjy = self.scaling.inverse(p) * valid
+        target_mjy, pred_mjy, valid = _masked_mjy(self.scaling, y_true, y_pred)
         positions, present = self.detect(target_mjy, valid)
         loss = self._term(positions, present, target_mjy, pred_mjy)
         if self.use_generated:
