@@ -83,6 +83,20 @@ def test_aperture_sums_count_pixels_beyond_the_edge_as_zero():
     assert corner < 0.4 * inside
 
 
+def test_combined_terms_equal_each_term_alone():
+    # CombinedLoss converts to mJy once for all flux terms; the values must not change.
+    target = _sky([(20, 30, 20.0), (45, 12, 8.0)], background=0.5)
+    pred = _sky([(21, 30, 12.0), (45, 13, 9.0)], background=0.3)
+    for real in (False, True):
+        terms = CombinedLoss(real=real).per_term(target, pred)
+        alone = {"l1": L1Loss(), "mean_flux": MeanFluxLoss(), "median_flux": MedianFluxLoss(),
+                 "aperture_flux": ApertureFluxLoss(use_generated=real)}
+        assert set(terms) == set(alone)
+        for name, loss in alone.items():
+            assert float(terms[name][0]) == pytest.approx(float(loss(target, pred)), rel=1e-6), (name, real)
+            assert float(terms[name][0]) > 0, (name, real)
+
+
 def test_real_data_term_uses_sources_on_the_generated_map():
     blank = _sky([])
     generated = _sky([(32, 32, 25.0)])
