@@ -15,8 +15,11 @@ __all__ = ["VALIDATION_SEED", "CALIBRATION_SEEDS", "EVALUATION_SEEDS", "SIM_DIR"
 #: Seed of the held-out validation field (training distribution).
 VALIDATION_SEED = 1001
 #: Fields of the training distribution on which a trained model's output beam is measured
-#: (the validation field and two more, never trained on).
-CALIBRATION_SEEDS = (1001, 1002, 1003)
+#: and its errors calibrated (never trained on). The output beam widens with the depth of the
+#: SPIRE input, so these seeds are chosen for SPIRE noise spanning the prior: 2.64×, 1.10×,
+#: 1.37× and 0.54× HerMES-deep (geometric mean 1.2×). Seeds 1001–1003 alone all drew
+#: 2.5–2.8× and measured a beam (10.8″) far wider than maps of typical depth show.
+CALIBRATION_SEEDS = (1001, 1004, 1009, 1012)
 #: Seeds of the evaluation fields (every sky).
 EVALUATION_SEEDS = (2001, 2002)
 

@@ -198,10 +198,16 @@ def record_calibration(artifact: ModelArtifact, beam: dict | None = None, errors
     ``ModelConfig.effective_fwhm_arcsec`` (written to every output header and used as the
     catalogue's PSF). ``errors`` (see :func:`galaxysr.evaluate.calibrate_errors`): its
     nodes and factors become ``ModelConfig.error_calibration``. The whole measurements are
-    kept under ``effective_beam`` and ``error_calibration``.
+    kept under ``effective_beam`` and ``error_calibration``. Neither given: both are
+    removed, so that a model is re-calibrated from its raw outputs, not on top of an earlier
+    calibration.
     """
     path = artifact.path / "config.json"
     meta = json.loads(path.read_text())
+    if beam is None and errors is None:  # forget earlier calibrations: measure afresh
+        meta["train"]["model"].update(effective_fwhm_arcsec=None, error_calibration=None)
+        meta.pop("effective_beam", None)
+        meta.pop("error_calibration", None)
     if beam is not None:
         fwhm = float(beam["fwhm_arcsec"])
         if not np.isfinite(fwhm) or fwhm <= 0:

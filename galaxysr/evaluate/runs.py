@@ -264,6 +264,7 @@ def calibrate_artifact(artifact, data, progress: bool = False):
     from ..inference import record_calibration
 
     folders = ensure_simulated_fields(data, list(CALIBRATION_SEEDS), progress)
+    artifact = record_calibration(artifact)  # from the raw outputs, not on top of an earlier calibration
     artifact = record_calibration(artifact, beam=measure_effective_beam(artifact, folders, progress))
     if artifact.config.uncertainty_head:
         artifact = record_calibration(artifact, errors=calibrate_errors(source_errors(artifact, folders,
