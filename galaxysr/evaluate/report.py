@@ -150,7 +150,7 @@ def _sky_section(results: dict, out: Path, prefix: str, level: str = "##") -> li
               "(number of common sources).", "", paired_offset_table(results), ""]
     if "uncertainty" in results:
         lines += [f"{level}# Uncertainties", "", "The catalogue a user gets (`--catalogue`): sources at S/N ≥ 4 "
-                  "against the `ERROR` plane, `flux_err` from it, matched to the truth; by true flux. Where the field "
+                  "against the uncertainty of the sky around them (`det_snr`), `flux_err` the `ERROR` plane at the source, matched to the truth; by true flux. Where the field "
                   "records its simulation, the same sky is observed again with independent noise and the two "
                   "catalogues are compared (bins of the first observation's flux).", "",
                   uncertainty_table(results), ""]

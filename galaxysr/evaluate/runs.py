@@ -99,7 +99,7 @@ def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig()
             pooled.setdefault(name, []).append((cat, truth))
             fwhm_stamps.setdefault(name, []).append((m, *bright_at))
         if artifact.config.uncertainty_head:
-            # The catalogue a user gets: detection against the ERROR plane, errors from it.
+            # The catalogue a user gets: detection against the sky's ERROR, flux errors at the source.
             own = extract_sources(network, snr=config.snr, command="evaluation")
             own = own[inner_region(own, network, config.edge_arcsec)]
             errors.append(matched_sources(own, truth, config))
