@@ -20,6 +20,8 @@ from .maps import MJY_PER_BEAM, Map, reproject_map
 from .simulate import render_catalogue
 from .sky import SkyModel, draw_galaxies
 
+__all__ = ["mean_colour", "native_250", "richardson_lucy", "wiener", "truth_convolved"]
+
 
 def mean_colour(sky: SkyModel = SkyModel(), band_from: str = "spire_250", band_to: str = TARGET_BAND,
                 min_flux_mjy: float = 10.0, seed: int = 12345) -> float:

@@ -1,13 +1,21 @@
 """Blind source extraction and photometry on any Map (super-resolved, SPIRE or SCUBA-2).
 
 Peaks above a S/N threshold (photutils ``find_peaks``) seed PSF photometry with a
-circular Gaussian of the map's beam (photutils ``PSFPhotometry``); sources closer than
-1.5 FWHM are fitted together (``SourceGrouper``), which deblends close pairs. Fluxes are
-in mJy (a point source of S mJy peaks at S mJy/beam), errors from the map's noise.
+circular Gaussian of the map's beam (photutils ``PSFPhotometry``; a super-resolved map's
+*measured* beam); sources closer than 1.5 FWHM are fitted together (``SourceGrouper``),
+which deblends close pairs. Fluxes are in mJy: a point source of S mJy peaks at S mJy/beam.
+
+Noise: a map with a per-pixel uncertainty (a super-resolved map's ``ERROR`` plane, a noise
+map) is thresholded against it, and a source's ``flux_err`` is that uncertainty at its
+position — the error of a peak, which is what the PSF amplitude measures on a map whose
+errors are correlated over a beam. Other maps use their sigma-clipped scatter. See
+docs/inference.md for the columns, flags and the calibration of the errors.
 """
 
 from __future__ import annotations
 
+import datetime
+import sys
 import warnings
 
 import numpy as np
@@ -15,14 +23,47 @@ from astropy import units as u
 from astropy.stats import sigma_clipped_stats
 from astropy.table import QTable, Table
 
-from .maps import MJY_PER_BEAM, Map
+from . import __version__
+from .instruments import FWHM_PER_SIGMA, TARGET_BAND
+from .maps import FLAG_BLENDED, FLAG_EDGE, MJY_PER_BEAM, Map
+
+__all__ = ["extract_sources", "deboost", "map_rms", "write_catalogue", "write_priors", "COLUMNS", "DEFAULT_FLOOR_MJY",
+           "MAX_GROUP"]
 
 #: Largest group of overlapping sources fitted jointly (see _psf_photometry).
 MAX_GROUP = 12
+#: Default detection floor (mJy/beam): a super-resolved map's error is small in blank sky,
+#: and features below this are not trusted as sources (docs/inference.md).
+DEFAULT_FLOOR_MJY = 2.0
+#: Deboosting prior: the 450 µm counts are taken as dN/dS ∝ S^-2.59 (Wang et al. 2017,
+#: STUDIES) above this flux (mJy), where sources are distinct at 7.9″ resolution (about
+#: the 450 µm confusion noise); no prior mass below it.
+DEBOOST_MIN_MJY = 1.0
+DEBOOST_SLOPE = -2.59
+
+#: The columns of a catalogue and what they mean (also written into the table's meta).
+COLUMNS = {
+    "id": "running number, brightest first",
+    "ra": "right ascension (ICRS) of the PSF fit [deg]",
+    "dec": "declination (ICRS) of the PSF fit [deg]",
+    "x": "column of the PSF fit on the map grid, 0-based, pixel centres at integers (numpy/astropy)",
+    "y": "row of the PSF fit, as x",
+    "flux": "flux density from the PSF fit (= the fitted peak in mJy/beam) [mJy]",
+    "flux_err": "1-sigma error of flux: the map's uncertainty at the source (ERROR plane or rms) [mJy]",
+    "snr": "flux / flux_err",
+    "det_snr": "detection significance: flux / the map's background uncertainty at the source "
+               "(median of the uncertainty over the surrounding 4 x 4 beams)",
+    "flux_deboosted": "posterior median flux with the 450 um counts prior (Wang et al. 2017) [mJy]",
+    "flux_deboosted_lo": "16th percentile of that posterior [mJy]",
+    "flux_deboosted_hi": "84th percentile of that posterior [mJy]",
+    "group_size": "number of sources fitted jointly with this one (1 = isolated)",
+    "flags": "bits: 1 blended, 2 within a beam of the map edge or of a pixel without data, "
+             "4 an input map had a gap filled here, 8 an input map's noise here is over twice its median",
+}
 
 
 def map_rms(m: Map) -> np.ndarray | float:
-    """Per-pixel 1σ noise (mJy/beam): the noise map if there is one, else the
+    """Per-pixel 1σ noise (mJy/beam): the noise (or error) map if there is one, else the
     sigma-clipped standard deviation of the map (instrumental + confusion)."""
     if m.noise is not None:
         return m.to(MJY_PER_BEAM).noise
@@ -30,29 +71,81 @@ def map_rms(m: Map) -> np.ndarray | float:
     return float(std)
 
 
-def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = 0.0, fwhm: u.Quantity | None = None,
-                    deblend: bool = True) -> Table:
-    """Sources in ``m`` above ``snr`` × noise (and above ``min_flux_mjy``).
+def background_rms(m: Map, fwhm_px: float) -> np.ndarray | float:
+    """The uncertainty of the blank sky around each pixel (mJy/beam): the median of
+    :func:`map_rms` over blocks of 4 × 4 beams, expanded back to the map's pixels.
+
+    A super-resolved map's ERROR plane is large *on* sources — a source's peak is uncertain
+    in position and shape, so the pixel error there grows with its flux — which makes it the
+    right ``flux_err`` but the wrong yardstick for detection: a bright source would never
+    reach a fixed S/N against it. Detection is judged against the sky around the source.
+    """
+    rms = map_rms(m)
+    if np.ndim(rms) == 0:
+        return rms
+    rms = np.asarray(rms, np.float64)
+    block = max(1, int(round(4 * fwhm_px)))
+    ny, nx = -(-rms.shape[0] // block), -(-rms.shape[1] // block)
+    padded = np.full((ny * block, nx * block), np.nan)
+    padded[:rms.shape[0], :rms.shape[1]] = rms
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # blocks with no data stay NaN
+        medians = np.nanmedian(padded.reshape(ny, block, nx, block), axis=(1, 3))
+    return np.repeat(np.repeat(medians, block, 0), block, 1)[:rms.shape[0], :rms.shape[1]]
+
+
+def deboost(flux: np.ndarray, err: np.ndarray, min_flux_mjy: float = DEBOOST_MIN_MJY,
+            slope: float = DEBOOST_SLOPE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deboosted fluxes: median and 16/84th percentiles of the posterior
+    p(S | S_obs) ∝ N(S_obs; S, σ) × S^slope for S ≥ ``min_flux_mjy`` (mJy).
+
+    Sources near a detection threshold are more often faint ones scattered up than bright
+    ones scattered down, because faint sources are many (Coppin et al. 2005); the counts
+    prior undoes that on average. Returns (median, lo, hi) in mJy.
+    """
+    flux, err = np.atleast_1d(np.asarray(flux, float)), np.atleast_1d(np.asarray(err, float))
+    out = np.full((3, len(flux)), np.nan)
+    for i, (s, e) in enumerate(zip(flux, err)):
+        if not (np.isfinite(s) and np.isfinite(e) and e > 0):
+            continue
+        grid = np.linspace(min_flux_mjy, max(s + 8 * e, 2 * min_flux_mjy), 2000)
+        log_post = slope * np.log(grid) - 0.5 * ((s - grid) / e) ** 2
+        post = np.exp(log_post - log_post.max())
+        cdf = np.cumsum(post)
+        cdf /= cdf[-1]
+        out[:, i] = np.interp([0.5, 0.16, 0.84], cdf, grid)
+    return out[0], out[1], out[2]
+
+
+def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOOR_MJY,
+                    fwhm: u.Quantity | None = None, deblend: bool = True, command: str | None = None) -> Table:
+    """Sources in ``m`` above ``snr`` × the uncertainty of the sky around them and above
+    ``min_flux_mjy``.
 
     Parameters
     ----------
     m : Map
         Any brightness unit; converted to mJy/beam.
     snr : float
-        Detection threshold in units of the map noise (:func:`map_rms`).
+        Detection threshold in units of the uncertainty of the sky around each source
+        (:func:`background_rms`); ``flux_err`` is the uncertainty at the source itself.
     min_flux_mjy : float
-        Absolute floor on the detection threshold (mJy/beam); useful for super-resolved
-        maps, whose blank sky is almost noiseless.
+        Absolute floor on the detection threshold (mJy/beam; :data:`DEFAULT_FLOOR_MJY`).
     fwhm : Quantity, optional
-        Beam FWHM; default the map band's (instrument table).
+        PSF FWHM; default the map's beam (``Map.beam_fwhm``: a super-resolved map's measured
+        beam, else the band's from the instrument table).
     deblend : bool
         Fit groups of close sources jointly (PSF photometry); otherwise peak fluxes.
+    command : str, optional
+        The command line to record (default: this process's).
 
     Returns
     -------
     Table
-        ``ra``, ``dec`` (deg), ``x``, ``y`` (pixels), ``flux``, ``flux_err`` (mJy) and
-        ``snr``, brightest first; ``meta`` records the band, beam, threshold and noise.
+        The columns of :data:`COLUMNS` (with units), brightest first; ``meta`` records the
+        band, beam, threshold, noise, the column descriptions, the pixel convention and the
+        provenance (galaxysr version, model hash and input SHA-256s from ``m.meta``, date,
+        command line).
     """
     from photutils.detection import find_peaks
     from photutils.utils.exceptions import NoDetectionsWarning
@@ -61,12 +154,12 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = 0.0, fwhm: u
     data = m.data.astype(np.float64)
     valid = np.isfinite(data)
     pixel = m.pixel_scale
-    fwhm = m.band.fwhm if fwhm is None else fwhm
+    fwhm = m.beam_fwhm if fwhm is None else fwhm
     fwhm_px = float((fwhm / pixel).decompose())
-    sigma_px = fwhm_px / (2 * np.sqrt(2 * np.log(2)))
-    rms = map_rms(m)
-    rms_map = np.broadcast_to(np.asarray(rms, np.float64), data.shape)
-    threshold = np.maximum(snr * np.nan_to_num(rms_map, nan=np.inf), min_flux_mjy)
+    sigma_px = fwhm_px / FWHM_PER_SIGMA
+    rms_map = np.broadcast_to(np.asarray(map_rms(m), np.float64), data.shape)
+    sky_map = np.broadcast_to(np.asarray(background_rms(m, fwhm_px), np.float64), data.shape)
+    threshold = np.maximum(snr * np.nan_to_num(sky_map, nan=np.inf), min_flux_mjy)
     box = max(3, int(round(fwhm_px)) | 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoDetectionsWarning)
@@ -77,30 +170,66 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = 0.0, fwhm: u
         x = np.asarray(peaks["x_peak"], float)
         y = np.asarray(peaks["y_peak"], float)
         flux = np.asarray(peaks["peak_value"], float)
-        err = rms_map[y.astype(int), x.astype(int)]
+        group = np.ones(len(x), int)
         if deblend:
-            x, y, flux, err = _psf_photometry(data, valid, rms_map, x, y, flux, fwhm_px, sigma_px)
-        good = np.isfinite(flux) & (flux > 0.5 * threshold[np.clip(y.round().astype(int), 0, data.shape[0] - 1),
-                                                          np.clip(x.round().astype(int), 0, data.shape[1] - 1)])
-        x, y, flux, err = x[good], y[good], flux[good], err[good]
-        ra, dec = m.wcs.pixel_to_world_values(x, y)
+            x, y, flux, group = _psf_photometry(data, valid, rms_map, x, y, flux, fwhm_px, sigma_px)
+        ix = np.clip(np.round(x).astype(int), 0, data.shape[1] - 1)
+        iy = np.clip(np.round(y).astype(int), 0, data.shape[0] - 1)
+        err = rms_map[iy, ix]
+        # The fit moves fluxes; what is kept meets the stated S/N and floor after it.
+        good = np.isfinite(flux) & np.isfinite(err) & (flux >= threshold[iy, ix])
+        x, y, flux, err, group, ix, iy = (v[good] for v in (x, y, flux, err, group, ix, iy))
         order = np.argsort(-flux)
-        table = Table({"ra": np.asarray(ra)[order] % 360 * u.deg, "dec": np.asarray(dec)[order] * u.deg,
-                       "x": x[order], "y": y[order], "flux": flux[order] * u.mJy,
-                       "flux_err": err[order] * u.mJy, "snr": (flux / err)[order]})
-    table.meta.update({"band": m.band.name, "fwhm_arcsec": fwhm.to_value(u.arcsec), "snr": snr,
+        x, y, flux, err, group, ix, iy = (v[order] for v in (x, y, flux, err, group, ix, iy))
+        ra, dec = m.wcs.pixel_to_world_values(x, y)
+        flags = _flags(m, valid, ix, iy, group, fwhm_px)
+        median, lo, hi = deboost(flux, err)
+        table = Table({"id": np.arange(1, len(x) + 1), "ra": np.asarray(ra) % 360 * u.deg,
+                       "dec": np.asarray(dec) * u.deg, "x": x, "y": y, "flux": flux * u.mJy,
+                       "flux_err": err * u.mJy, "snr": flux / err, "det_snr": flux / sky_map[iy, ix],
+                       "flux_deboosted": median * u.mJy,
+                       "flux_deboosted_lo": lo * u.mJy, "flux_deboosted_hi": hi * u.mJy,
+                       "group_size": group, "flags": flags.astype(np.uint8)})
+    for name, text in COLUMNS.items():
+        table[name].description = text
+    table.meta.update({"band": m.band.name, "fwhm_arcsec": float(fwhm.to_value(u.arcsec)), "snr": snr,
                        "min_flux_mjy": min_flux_mjy, "source": m.source,
-                       "rms_mjy_beam": float(np.nanmedian(rms_map))})
+                       "rms_mjy_beam": float(np.nanmedian(rms_map)),
+                       "noise": "the map's uncertainty plane" if m.noise is not None else "sigma-clipped scatter",
+                       "pixel_convention": "x, y 0-based with pixel centres at integers (numpy/astropy)",
+                       "columns": dict(COLUMNS), "galaxysr_version": __version__,
+                       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                       "command": command if command is not None else " ".join(sys.argv)})
+    table.meta.update({k: (v[0] if isinstance(v, tuple) else v) for k, v in m.meta.items()})
     return table
 
 
+def _flags(m: Map, valid: np.ndarray, ix: np.ndarray, iy: np.ndarray, group: np.ndarray,
+           fwhm_px: float) -> np.ndarray:
+    """Per-source quality bits (:data:`COLUMNS`)."""
+    from scipy.ndimage import distance_transform_edt
+
+    flags = np.where(group > 1, FLAG_BLENDED, 0)
+    padded = np.pad(valid, 1, constant_values=False)  # the map edge counts as missing data
+    distance = distance_transform_edt(padded)[1:-1, 1:-1]
+    flags |= np.where(distance[iy, ix] <= fwhm_px, FLAG_EDGE, 0)
+    if m.flags is not None:
+        flags |= m.flags[iy, ix]
+    return flags
+
+
 def _empty_table() -> Table:
-    return Table({"ra": [] * u.deg, "dec": [] * u.deg, "x": np.array([], float), "y": np.array([], float),
-                  "flux": [] * u.mJy, "flux_err": [] * u.mJy, "snr": np.array([], float)})
+    mjy = [] * u.mJy
+    return Table({"id": np.array([], int), "ra": [] * u.deg, "dec": [] * u.deg, "x": np.array([], float),
+                  "y": np.array([], float), "flux": mjy, "flux_err": mjy, "snr": np.array([], float),
+                  "det_snr": np.array([], float),
+                  "flux_deboosted": mjy, "flux_deboosted_lo": mjy, "flux_deboosted_hi": mjy,
+                  "group_size": np.array([], int), "flags": np.array([], np.uint8)})
 
 
 def _psf_photometry(data, valid, rms_map, x, y, flux, fwhm_px, sigma_px):
-    """Joint Gaussian-PSF fits of positions and fluxes; fluxes returned as peak mJy."""
+    """Joint Gaussian-PSF fits of positions and fluxes; returns x, y, peak fluxes (mJy)
+    and the size of each source's fitted group."""
     from photutils.psf import CircularGaussianPRF, PSFPhotometry, SourceGrouper
 
     beam_px = 2 * np.pi * sigma_px**2  # integral of a unit-peak Gaussian, in pixels
@@ -116,6 +245,8 @@ def _psf_photometry(data, valid, rms_map, x, y, flux, fwhm_px, sigma_px):
     # so sources of groups larger than MAX_GROUP are fitted on their own.
     groups = np.asarray(SourceGrouper(1.5 * fwhm_px)(x, y))
     ids, sizes = np.unique(groups, return_counts=True)
+    size_of = dict(zip(ids, sizes))
+    group_size = np.array([size_of[g] for g in groups])
     oversize = np.isin(groups, ids[sizes > MAX_GROUP])
     groups = groups.copy()
     groups[oversize] = groups.max() + 1 + np.arange(oversize.sum())
@@ -126,6 +257,48 @@ def _psf_photometry(data, valid, rms_map, x, y, flux, fwhm_px, sigma_px):
     fx = np.asarray(result["x_fit"], float)
     fy = np.asarray(result["y_fit"], float)
     fflux = np.asarray(result["flux_fit"], float) / beam_px
-    ferr = np.asarray(result["flux_err"], float) / beam_px
-    ferr = np.where(np.isfinite(ferr) & (ferr > 0), ferr, rms_map[y.astype(int), x.astype(int)])
-    return fx, fy, fflux, ferr
+    return fx, fy, fflux, group_size
+
+
+def write_catalogue(table: Table, path, overwrite: bool = False) -> None:
+    """Write a catalogue; the format follows the suffix (.ecsv keeps every unit, column
+    description and meta entry; FITS keeps units, descriptions and the scalar meta)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists; choose another name or allow overwriting it")
+    if path.suffix.lower() in (".fits", ".fit", ".fts"):
+        table = table.copy(copy_data=False)
+        table.meta = {k[:8].upper(): v for k, v in table.meta.items()
+                      if isinstance(v, (str, int, float, bool)) and len(str(v)) <= 68}
+    table.write(path, overwrite=overwrite)
+
+
+def write_priors(catalogue: Table, path, overwrite: bool = False, colour_max: float = 3.0) -> None:
+    """Write the positions of ``catalogue`` as a prior list for XID+ (Hurley et al. 2017).
+
+    A FITS binary table with ``ID``, ``RA``, ``Dec`` (deg), ``S450`` and ``S450_err`` (mJy),
+    and for each SPIRE band ``flux_lower_<band>`` and ``flux_upper_<band>`` (mJy): the
+    bounds of XID+'s uniform flux prior, 0.01 mJy and ``colour_max`` × (S450 + 3σ) — wide
+    enough for any dust SED galaxysr trains on (S250/S450 ≤ 2.4), so the SPIRE maps, not
+    the prior, set the fluxes. Use them as
+    ``prior.prior_cat(t["RA"], t["Dec"], path, flux_lower=t["flux_lower_250"],
+    flux_upper=t["flux_upper_250"], ID=t["ID"])`` (docs/inference.md).
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists; choose another name or allow overwriting it")
+    s450 = u.Quantity(catalogue["flux"], u.mJy).value
+    err = u.Quantity(catalogue["flux_err"], u.mJy).value
+    priors = Table({"ID": np.asarray(catalogue["id"]), "RA": u.Quantity(catalogue["ra"], u.deg),
+                    "Dec": u.Quantity(catalogue["dec"], u.deg), "S450": s450 * u.mJy, "S450_err": err * u.mJy})
+    upper = colour_max * (s450 + 3 * err)
+    for band in ("250", "350", "500"):
+        priors[f"flux_lower_{band}"] = np.full(len(s450), 0.01) * u.mJy
+        priors[f"flux_upper_{band}"] = upper * u.mJy
+    priors.meta.update({"ORIGIN": "galaxysr", "GSRVER": __version__, "BAND": TARGET_BAND,
+                        "COMMENT": "XID+ prior list: positions from a galaxysr super-resolved map"})
+    priors.write(path, format="fits", overwrite=overwrite)

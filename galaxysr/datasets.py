@@ -13,8 +13,9 @@ uninterrupted run would, and several workers can split the stream without overla
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +24,14 @@ from astropy import units as u
 from .instruments import get_band
 from .maps import Field, MapError, output_grid, read_field, reproject_map, write_field
 from .model import ModelConfig
-from .simulate import SimulationConfig, render_catalogue, simulate_field
+from .noise import with_noise
+from .simulate import SIMULATOR_VERSION, SimulationConfig, SkyPrior, render_catalogue, simulate_field
 
-#: Seeds of simulated fields: training fields count up from DataConfig.first_seed;
-#: validation and evaluation seeds are far from them and never used for training.
-VALIDATION_SEED = 1001
-EVALUATION_SEEDS = (2001, 2002)
+from .config import CALIBRATION_SEEDS, EVALUATION_SEEDS, SIM_DIR, VALIDATION_SEED  # noqa: F401  (re-exported)
+
+__all__ = ["DataConfig", "resolve_path", "Pair", "stack_inputs", "prepare_simulated", "prepare_real", "tile_origins",
+           "sim_field_dir", "SIMULATION_FILE", "cached_field", "ensure_simulated_fields", "load_pairs",
+           "TileStream"]
 
 
 @dataclass(frozen=True)
@@ -38,10 +41,15 @@ class DataConfig:
     Attributes
     ----------
     sim_dir : str
-        Folder of simulated fields (``field_SEED`` sub-folders); missing fields are
-        simulated into it on first use.
+        Folder of simulated fields (``field_SEED`` sub-folders); missing fields, and
+        fields simulated with other settings, are simulated into it on first use.
     n_sim_fields, sim_area_deg2, first_seed : int, float, int
         Training fields: seeds ``first_seed … first_seed + n_sim_fields - 1``.
+    randomise : bool
+        Draw every simulated field's sky, noise and calibration from ``prior`` (domain
+        randomisation); ``False`` simulates every field with the reference sky.
+    prior : SkyPrior
+        The distribution of training skies.
     valid_seed : int
         Seed of the held-out validation field.
     n_valid_tiles : int
@@ -55,10 +63,12 @@ class DataConfig:
         A real tile is used only if this fraction of its target pixels is good.
     """
 
-    sim_dir: str = "data/sim"
-    n_sim_fields: int = 8
-    sim_area_deg2: float = 0.25
+    sim_dir: str = SIM_DIR
+    n_sim_fields: int = 16
+    sim_area_deg2: float = 0.16
     first_seed: int = 1
+    randomise: bool = True
+    prior: SkyPrior = field(default_factory=SkyPrior)
     valid_seed: int = VALIDATION_SEED
     n_valid_tiles: int = 32
     real_dirs: tuple[str, ...] = ("data/mock_real",)
@@ -68,15 +78,42 @@ class DataConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "DataConfig":
+        from dataclasses import fields
+
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown data setting(s) {', '.join(sorted(unknown))}")
+        data = dict(data)
+        data["real_dirs"] = tuple(data.get("real_dirs", ()))
+        data["prior"] = SkyPrior.from_dict(data.get("prior", {}))
+        return cls(**data)
+
+    def simulation(self, seed: int) -> SimulationConfig:
+        """The simulation of training or validation field ``seed`` (drawing its sky from
+        the prior when ``randomise``: a few seconds)."""
+        if self.randomise:
+            return self.prior.draw(seed, self.sim_area_deg2)
+        return SimulationConfig(area_deg2=self.sim_area_deg2, seed=seed)
+
+    def recipe(self, seed: int) -> dict:
+        """What identifies field ``seed`` on disk (compared before reusing a cached field)."""
+        return {"simulator_version": SIMULATOR_VERSION, "seed": seed, "area_deg2": self.sim_area_deg2,
+                "prior": self.prior.to_dict() if self.randomise else None}
+
 
 def resolve_path(path: str | os.PathLike) -> Path:
-    """``path`` as given if it exists, else relative to the galaxysr checkout (for the
-    shipped ``data/`` folder when run from elsewhere)."""
+    """``path`` as given if it exists (or is absolute), else the same relative path inside
+    the installed package (``data/mock_real`` → ``galaxysr/data/mock_real``), so the shipped
+    data is found from any working directory and from a non-editable install."""
+    from importlib.resources import files
+
     path = Path(path)
     if path.exists() or path.is_absolute():
         return path
-    checkout = Path(__file__).resolve().parents[1] / path
-    return checkout if checkout.exists() else path
+    packaged = Path(str(files("galaxysr"))) / path
+    return packaged if packaged.exists() else path
 
 
 @dataclass
@@ -89,9 +126,15 @@ class Pair:
     name: str
 
 
-def stack_inputs(field: Field, bands, wcs, shape) -> np.ndarray:
-    """SPIRE ``bands`` of ``field`` reprojected onto (wcs, shape), as (H, W, C) mJy/beam."""
-    return np.stack([reproject_map(field[b].to("mJy/beam"), wcs, shape).data for b in bands], axis=-1)
+def stack_inputs(field: Field, config: ModelConfig, wcs, shape) -> np.ndarray:
+    """The network's input channels for ``field`` on (wcs, shape), (H, W, C) in mJy/beam:
+    the SPIRE maps of ``config.input_bands``, then (``config.noise_inputs``) their 1σ noise
+    maps (a map without one gets :func:`galaxysr.noise.estimate_white_noise`)."""
+    maps = [reproject_map(with_noise(field[b])[0], wcs, shape) for b in config.input_bands]
+    channels = [m.data for m in maps]
+    if config.noise_inputs:
+        channels += [m.noise for m in maps]
+    return np.stack(channels, axis=-1)
 
 
 def prepare_simulated(field: Field, config: ModelConfig) -> Pair:
@@ -101,7 +144,7 @@ def prepare_simulated(field: Field, config: ModelConfig) -> Pair:
                        "are made by `galaxysr simulate`")
     pixel = config.pixel_arcsec * u.arcsec
     wcs, shape = output_grid(field[config.input_bands[0]], pixel)
-    inputs = stack_inputs(field, config.input_bands, wcs, shape)
+    inputs = stack_inputs(field, config, wcs, shape)
     target = render_catalogue(field.truth, get_band(config.target_band), wcs, shape).astype(np.float32)
     return Pair(inputs, target, wcs, field.path)
 
@@ -115,7 +158,7 @@ def prepare_real(field: Field, config: ModelConfig, max_rms_mjy: float) -> Pair:
     pixel = config.pixel_arcsec * u.arcsec
     wcs, shape = output_grid(target_map, pixel)
     target = reproject_map(target_map, wcs, shape)
-    inputs = stack_inputs(field, config.input_bands, wcs, shape)
+    inputs = stack_inputs(field, config, wcs, shape)
     overlap = np.isfinite(inputs).all(-1) & np.isfinite(target.data)
     if not overlap.any():
         raise MapError(f"{field.path}: the 450 µm map does not overlap the SPIRE maps "
@@ -147,17 +190,35 @@ def sim_field_dir(config: DataConfig, seed: int) -> Path:
     return resolve_path(config.sim_dir) / f"field_{seed:05d}"
 
 
+SIMULATION_FILE = "simulation.json"
+
+
+def cached_field(folder: Path, recipe: dict, make) -> Path:
+    """``folder`` holding the simulated field of ``recipe``: reused if its
+    ``simulation.json`` records the same recipe, else (re)made by ``make()`` → a
+    SimulationConfig, simulated, and written with its recipe and full configuration."""
+    record = folder / SIMULATION_FILE
+    recipe = json.loads(json.dumps(recipe))  # as it reads back from JSON (tuples become lists)
+    if (folder / "truth.ecsv").exists() and record.exists():
+        try:
+            if json.loads(record.read_text()).get("recipe") == recipe:
+                return folder
+        except json.JSONDecodeError:
+            pass
+    config = make()
+    write_field(simulate_field(config), folder, overwrite=True)
+    record.write_text(json.dumps({"recipe": recipe, "simulation": config.to_dict()}, indent=1))
+    return folder
+
+
 def ensure_simulated_fields(config: DataConfig, seeds, progress: bool = True) -> list[Path]:
-    """Folders of the simulated fields of ``seeds``, simulating those not on disk yet."""
+    """Folders of the simulated fields of ``seeds``, simulating those not on disk yet (or
+    made with other settings)."""
     from tqdm import tqdm
 
-    folders = [sim_field_dir(config, s) for s in seeds]
-    missing = [(s, f) for s, f in zip(seeds, folders) if not (f / "truth.ecsv").exists()]
-    for seed, folder in tqdm(missing, desc=f"simulating training fields into {config.sim_dir}",
-                             unit="field", disable=not progress or not missing):
-        write_field(simulate_field(SimulationConfig(area_deg2=config.sim_area_deg2, seed=seed)),
-                    folder, overwrite=True)
-    return folders
+    return [cached_field(sim_field_dir(config, s), config.recipe(s), lambda s=s: config.simulation(s))
+            for s in tqdm(seeds, desc=f"simulated fields in {config.sim_dir}", unit="field", disable=not progress,
+                          leave=False)]
 
 
 def load_pairs(data: DataConfig, model: ModelConfig, progress: bool = True):
@@ -174,7 +235,7 @@ def load_pairs(data: DataConfig, model: ModelConfig, progress: bool = True):
     for folder in data.real_dirs:
         path = resolve_path(folder)
         if not path.is_dir():
-            hint = (" generate the shipped mock pair with `galaxysr mock-real --out data/mock_real`,"
+            hint = (" make a mock pair with `galaxysr mock-real --out data/mock_real`,"
                     if "mock_real" in str(folder) else "")
             raise MapError(f"{folder}: real-pair folder not found;{hint} or train on simulations only "
                            "with --sim-per-real 0")

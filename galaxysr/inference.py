@@ -26,8 +26,13 @@ from astropy.io import fits
 
 from . import __version__
 from .instruments import get_band
-from .maps import MJY_PER_BEAM, Map, MapError, Resampler, output_grid
+from .maps import FLAG_FILLED, FLAG_LOW_COVERAGE, MJY_PER_BEAM, Map, MapError, Resampler, output_grid
 from .model import ModelConfig
+from .noise import fill_gaps, with_noise
+
+__all__ = ["SHIPPED_MODEL", "ModelArtifact", "load_artifact", "load_model", "super_resolve", "input_maps",
+           "record_calibration", "blend_window", "tile_starts", "check_inputs", "Plan", "plan", "StripRunner",
+           "super_resolve_maps", "MapWriter", "file_sha256"]
 
 #: The model shipped with the package.
 SHIPPED_MODEL = files("galaxysr") / "data" / "model"
@@ -60,7 +65,8 @@ class ModelArtifact:
 
     @cached_property
     def predict_fn(self):
-        """Callable: normalised tiles (B, H, W, C) float32 → (B, H, W, 1)."""
+        """Callable: normalised tiles (B, H, W, C) float32 → (B, H, W, 1), or (B, H, W, 2)
+        (map, error scale) for models with an uncertainty head."""
         import tensorflow as tf
 
         if self.model_file.is_dir():
@@ -69,6 +75,9 @@ class ModelArtifact:
             return lambda x: loaded.serve(tf.constant(x)).numpy()
         import keras
 
+        from .model import pixel_shuffle_layer
+
+        pixel_shuffle_layer()  # registers the layer before loading
         model = keras.saving.load_model(self.model_file, compile=False)
         return lambda x: model(x, training=False).numpy()
 
@@ -82,7 +91,7 @@ def load_artifact(path: str | os.PathLike | None = None) -> ModelArtifact:
     """
     path = Path(SHIPPED_MODEL if path is None else path)
     if not path.exists():
-        raise MapError(f"{path}: no such model; pass --model a folder written by train.py "
+        raise MapError(f"{path}: no such model; give a model folder written by train.py "
                        "(runs/NAME/model), its saved_model/ folder or its model.keras")
     if path.is_dir() and (path / "saved_model").is_dir():
         folder, model_file = path, path / "saved_model"
@@ -98,9 +107,118 @@ def load_artifact(path: str | os.PathLike | None = None) -> ModelArtifact:
     if config_path is None:
         raise MapError(f"{path}: no config.json beside the model; it records the bands, pixel scale "
                        "and flux scaling — copy it from the train.py run folder (runs/NAME/model)")
-    meta = json.loads(config_path.read_text())
-    config = ModelConfig.from_dict(meta["train"]["model"])
+    try:
+        meta = json.loads(config_path.read_text())
+        config = ModelConfig.from_dict(meta["train"]["model"])
+    except json.JSONDecodeError as error:
+        raise MapError(f"{config_path}: not valid JSON ({error}); restore it from the train.py run folder") from None
+    except KeyError as error:
+        raise MapError(f"{config_path}: no {error} entry; it is not a galaxysr model configuration") from None
+    except (TypeError, ValueError) as error:
+        raise MapError(f"{config_path}: {error}; it was written by another galaxysr version or edited — "
+                       "restore it from the train.py run folder") from None
     return ModelArtifact(path=folder, config=config, meta=meta, model_file=model_file)
+
+
+#: What ``super_resolve`` and friends accept as a map: see :func:`galaxysr.maps.as_map`.
+MapLike = object
+
+
+def load_model(model=None) -> ModelArtifact:
+    """A trained model: ``None`` (the shipped one), a model folder written by ``train.py``,
+    its ``saved_model/`` folder or ``model.keras``, or an already loaded ModelArtifact."""
+    return model if isinstance(model, ModelArtifact) else load_artifact(model)
+
+
+def super_resolve(spire250: MapLike, spire350: MapLike | None = None, spire500: MapLike | None = None, *,
+                  model=None, noise: dict | None = None, overlap: int | None = None, batch_size: int = 16,
+                  progress: bool = False) -> Map:
+    """Super-resolve SPIRE maps to SCUBA-2 450 µm resolution.
+
+    Parameters
+    ----------
+    spire250, spire350, spire500
+        The SPIRE maps, each a FITS path, an ``HDUList`` or image HDU, an ``(image, WCS)``
+        tuple (a Quantity image carries its unit), an ``NDData``/``CCDData`` or a
+        :class:`~galaxysr.maps.Map`, in mJy/beam, Jy/beam or MJy/sr. When ``spire250`` is a
+        path, the 350/500 µm files are found beside it by name ('250' → '350', PSW → PMW…)
+        unless given.
+    model : optional
+        See :func:`load_model`; default the shipped model.
+    noise : dict, optional
+        Band name (``"spire_250"``…) → 1σ instrumental noise (mJy/beam, a number or an
+        array on that map's grid). Default: the map's own noise (an SMAP ``error``
+        extension, an NDData uncertainty), else an estimate from the map.
+    overlap, batch_size, progress
+        Tiling: overlap in output pixels (default a quarter tile), tiles per network call,
+        and whether to show a progress bar.
+
+    Returns
+    -------
+    Map
+        The 450 µm map (``.data`` in ``.unit`` = mJy/beam, ``.wcs``, ``.error``, the
+        measured beam ``.beam_fwhm``); ``.write(path)`` saves it as FITS.
+
+    Examples
+    --------
+    >>> from galaxysr import super_resolve
+    >>> result = super_resolve("spire_250.fits")            # doctest: +SKIP
+    >>> result.write("spire_450.fits")                       # doctest: +SKIP
+    """
+    artifact = load_model(model)
+    maps = input_maps(artifact, spire250, spire350, spire500)
+    return super_resolve_maps(maps, artifact, overlap=overlap, batch_size=batch_size, progress=progress,
+                              noise=noise)
+
+
+def input_maps(artifact: ModelArtifact, spire250, spire350=None, spire500=None) -> dict[str, Map]:
+    """The Maps the model needs (band name → Map) from what was given (see
+    :func:`super_resolve`), finding missing 350/500 µm files beside a 250 µm path."""
+    from .maps import as_map, sibling_band_path
+
+    given = {"spire_250": spire250, "spire_350": spire350, "spire_500": spire500}
+    maps = {}
+    for band in artifact.config.input_bands:
+        obj = given[band]
+        if obj is None and isinstance(spire250, (str, os.PathLike)):
+            obj = sibling_band_path(Path(spire250), band)
+            if not obj.exists():
+                raise MapError(f"{obj}: the model needs the {band} map and it is not beside {spire250} under "
+                               "that name; give it explicitly")
+        if obj is None:
+            raise MapError(f"the model needs the {band} map and none was given")
+        maps[band] = as_map(obj, band)
+    return maps
+
+
+def record_calibration(artifact: ModelArtifact, beam: dict | None = None, errors: dict | None = None) -> ModelArtifact:
+    """Store measured calibrations in the artifact's ``config.json`` and reload it.
+
+    ``beam`` (see :func:`galaxysr.evaluate.measure_effective_beam`): its FWHM becomes
+    ``ModelConfig.effective_fwhm_arcsec`` (written to every output header and used as the
+    catalogue's PSF). ``errors`` (see :func:`galaxysr.evaluate.calibrate_errors`): its
+    nodes and factors become ``ModelConfig.error_calibration``. The whole measurements are
+    kept under ``effective_beam`` and ``error_calibration``. Neither given: both are
+    removed, so that a model is re-calibrated from its raw outputs, not on top of an earlier
+    calibration.
+    """
+    path = artifact.path / "config.json"
+    meta = json.loads(path.read_text())
+    if beam is None and errors is None:  # forget earlier calibrations: measure afresh
+        meta["train"]["model"].update(effective_fwhm_arcsec=None, error_calibration=None)
+        meta.pop("effective_beam", None)
+        meta.pop("error_calibration", None)
+    if beam is not None:
+        fwhm = float(beam["fwhm_arcsec"])
+        if not np.isfinite(fwhm) or fwhm <= 0:
+            raise ValueError(f"{artifact.path}: the measured beam FWHM is {fwhm}; not recording it")
+        meta["train"]["model"]["effective_fwhm_arcsec"] = round(fwhm, 3)
+        meta["effective_beam"] = beam
+    if errors is not None:
+        meta["train"]["model"]["error_calibration"] = [list(errors["flux_mjy"]), list(errors["factor"])]
+        meta["error_calibration"] = errors
+    path.write_text(json.dumps(meta, indent=2))
+    return load_artifact(artifact.path)
 
 
 def blend_window(tile: int, floor: float = 1e-3) -> np.ndarray:
@@ -118,26 +236,161 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     return starts + [length - tile]
 
 
-def _strip_wcs(wcs, y0: int, shape: tuple[int, int]):
-    strip = wcs.deepcopy()
-    strip.wcs.crpix[1] -= y0
-    strip.pixel_shape = (shape[1], shape[0])
-    return strip
-
-
 def check_inputs(maps: dict[str, Map], config: ModelConfig) -> None:
     """Every band the model needs is there, in the right band, with finite data."""
     for band in config.input_bands:
         if band not in maps:
-            raise MapError(f"the model needs the {band} map; pass it (--spire{band[-3:]})")
+            raise MapError(f"the model needs the {band} map and it was not given")
         if maps[band].band.name != band:
             raise MapError(f"{maps[band].source}: is a {maps[band].band.name} map, passed as {band}")
 
 
-def super_resolve(maps: dict[str, Map], artifact: ModelArtifact | None = None, overlap: int | None = None,
-                  batch_size: int = 16, progress: bool = True, out_path: str | os.PathLike | None = None,
-                  overwrite: bool = False, header_extra: dict | None = None) -> Map | Path:
-    """Super-resolve SPIRE ``maps`` (band name → Map) to the model's target band.
+@dataclass
+class Plan:
+    """Everything about a super-resolution job that is fixed before any tile is run: the
+    inputs as fed to the network (mJy/beam, noise, gaps filled), the output grid, the tile
+    grid and the output header. :func:`super_resolve_maps` runs it all at once;
+    :mod:`galaxysr.survey` runs it block by block on a cluster, with the same strips and
+    tiles, so both give the same pixels."""
+
+    artifact: ModelArtifact
+    inputs: dict            # band → Map as fed to the network
+    filled: dict            # band → bool array of the NaN pixels filled
+    median_noise: dict      # band → median 1σ noise (mJy/beam), for the low-coverage flag
+    wcs: object             # output grid
+    shape: tuple            # (ny, nx)
+    pad: tuple              # (pad_y, pad_x): at least one tile
+    ys: list                # tile origins (rows)
+    xs: list                # tile origins (columns)
+    meta: dict              # FITS keywords of the output (provenance)
+
+    @property
+    def tile(self) -> int:
+        return self.artifact.config.tile
+
+    def template(self) -> Map:
+        """A 1×1 Map carrying the output's WCS, band, unit, beam and provenance."""
+        config = self.artifact.config
+        fwhm = None if config.effective_fwhm_arcsec is None else config.effective_fwhm_arcsec * u.arcsec
+        return Map(np.zeros((1, 1), np.float32), self.wcs, get_band(config.target_band), MJY_PER_BEAM,
+                   source="galaxysr", fwhm=fwhm, meta=dict(self.meta))
+
+
+def plan(maps: dict[str, Map], artifact: ModelArtifact, overlap: int | None = None, noise: dict | None = None,
+         header_extra: dict | None = None) -> Plan:
+    """The :class:`Plan` of super-resolving ``maps`` (band → Map) with ``artifact``."""
+    config = artifact.config
+    check_inputs(maps, config)
+    inputs, noise_note, filled = {}, {}, {}
+    for band in config.input_bands:
+        if config.noise_inputs:
+            m, noise_note[band] = with_noise(maps[band], (noise or {}).get(band))
+        else:
+            m = maps[band].to(MJY_PER_BEAM)
+        inputs[band], filled[band] = fill_gaps(m)
+    wcs, shape = output_grid(inputs[config.input_bands[0]], config.pixel_arcsec * u.arcsec)
+    ny, nx = shape
+    tile = config.tile
+    overlap = tile // 4 if overlap is None else overlap
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be between 0 and the tile size {tile}, got {overlap}")
+    pad_y, pad_x = max(ny, tile), max(nx, tile)  # maps smaller than a tile are padded, not refused
+    meta = dict(header_extra or {})
+    meta.update({"GSRVER": (__version__, "galaxysr version"), "GSRMODEL": (artifact.name, "model"),
+                 "GSRHASH": (artifact.sha256, "sha256 of model weights (16 hex)"),
+                 "PIXSCALE": (config.pixel_arcsec, "[arcsec] pixel scale"),
+                 "GSRBANDS": (",".join(config.input_bands), "input SPIRE bands")})
+    for band in config.input_bands:
+        meta[f"IN{band[-3:]}"] = (Path(maps[band].source).name[:60], f"input {band} map")
+        if band in noise_note:
+            meta[f"NSRC{band[-3:]}"] = (noise_note[band][:60], f"{band} noise fed to the model")
+        meta[f"FILL{band[-3:]}"] = (int(filled[band].sum()), f"{band} NaN pixels filled (within a beam)")
+        digest = file_sha256(maps[band].source)
+        if digest:
+            meta[f"SHA{band[-3:]}"] = digest  # sha256 of the input file (64 hex: no room for a comment)
+    median_noise = {b: float(np.nanmedian(m.noise)) for b, m in inputs.items() if m.noise is not None}
+    return Plan(artifact, inputs, filled, median_noise, wcs, shape, (pad_y, pad_x),
+                tile_starts(pad_y, tile, tile - overlap), tile_starts(pad_x, tile, tile - overlap), meta)
+
+
+class StripRunner:
+    """Runs the network over strips of a :class:`Plan` (one row of tiles, any span of
+    columns) and returns their contributions to the blended output."""
+
+    def __init__(self, job: Plan, batch_size: int = 16):
+        self.job, self.batch_size = job, batch_size
+        self.bands = job.artifact.config.input_bands
+        self.resamplers = {b: Resampler(job.inputs[b]) for b in self.bands}
+        self.gaps = {b: Resampler(replace(job.inputs[b], data=job.filled[b].astype(np.float32), noise=None))
+                     for b in self.bands if job.filled[b].any()}
+        self.window = blend_window(job.tile)
+        self.ceiling_hit = False
+
+    def run(self, y0: int, x_lo: int, x_hi: int, x0s: list[int]):
+        """Tiles starting at row ``y0`` and columns ``x0s`` (all within [x_lo, x_hi)).
+
+        Returns ``(numerator, weights, flags)`` over rows [y0, y0 + tile) and columns
+        [x_lo, x_hi): the window-weighted sums of the map (and error) predictions, the
+        window weights, and the strip's quality bits; ``None`` if it has no data."""
+        job, config, tile = self.job, self.job.artifact.config, self.job.tile
+        scaling = config.scaling
+        shape = (tile, x_hi - x_lo)
+        region_wcs = _region_wcs(job.wcs, y0, x_lo, shape)
+        strip = [self.resamplers[b].onto(region_wcs, shape, origin=(y0, x_lo)) for b in self.bands]
+        flags = np.zeros(shape, np.uint8)
+        for band, m in zip(self.bands, strip):
+            if band in self.gaps:
+                gaps = self.gaps[band].onto(region_wcs, shape, origin=(y0, x_lo)).data
+                flags |= np.where(np.nan_to_num(gaps) > 0.05, FLAG_FILLED, 0).astype(np.uint8)
+            if band in job.median_noise and m.noise is not None:
+                flags |= np.where(np.nan_to_num(m.noise) > 2 * job.median_noise[band], FLAG_LOW_COVERAGE,
+                                  0).astype(np.uint8)
+        channels = [m.data for m in strip] + ([m.noise for m in strip] if config.noise_inputs else [])
+        stack = np.stack(channels, -1)
+        valid = np.isfinite(stack).all(-1)
+        if not valid.any():
+            return None
+        self.ceiling_hit |= bool(np.nanmax(stack[..., 0]) > scaling.ceiling_mjy)
+        normalised = scaling.forward(np.where(np.isfinite(stack), stack, 0.0)).astype(np.float32)
+        tiles = np.stack([normalised[:, x0 - x_lo:x0 - x_lo + tile] for x0 in x0s])
+        predict = job.artifact.predict_fn
+        predicted = np.concatenate([predict(tiles[i:i + self.batch_size])
+                                    for i in range(0, len(tiles), self.batch_size)]).astype(np.float64)
+        planes = predicted.shape[-1]
+        numerator = np.zeros((planes, *shape))
+        weights = np.zeros(shape)
+        for k, x0 in enumerate(x0s):
+            c = slice(x0 - x_lo, x0 - x_lo + tile)
+            w = self.window * valid[:, c]
+            flux = scaling.inverse(predicted[k, ..., 0])
+            numerator[0, :, c] += w * flux
+            if planes == 2:
+                numerator[1, :, c] += w * scaling.error_mjy(predicted[k, ..., 0], predicted[k, ..., 1]) \
+                    * config.error_factor(flux)
+            weights[:, c] += w
+        return numerator, weights, flags
+
+    def warn_if_saturated(self) -> None:
+        if self.ceiling_hit:
+            ceiling = self.job.artifact.config.scaling.ceiling_mjy
+            warnings.warn(f"some 250 µm pixels exceed the model's flux ceiling ({ceiling:g} mJy/beam); predicted "
+                          "fluxes there saturate at the ceiling", stacklevel=3)
+
+
+def _region_wcs(wcs, y0: int, x0: int, shape: tuple[int, int]):
+    region = wcs.deepcopy()
+    region.wcs.crpix[0] -= x0
+    region.wcs.crpix[1] -= y0
+    region.pixel_shape = (shape[1], shape[0])
+    return region
+
+
+def super_resolve_maps(maps: dict[str, Map], artifact: ModelArtifact | None = None, overlap: int | None = None,
+                       batch_size: int = 16, progress: bool = True, out_path: str | os.PathLike | None = None,
+                       overwrite: bool = False, header_extra: dict | None = None,
+                       noise: dict | None = None) -> Map | Path:
+    """Super-resolve SPIRE ``maps`` (band name → Map) to the model's target band (the
+    engine behind :func:`super_resolve` and ``predict.py``).
 
     Parameters
     ----------
@@ -152,135 +405,171 @@ def super_resolve(maps: dict[str, Map], artifact: ModelArtifact | None = None, o
     out_path : path, optional
         Stream the result into this FITS file (written under a temporary name, renamed
         at the end) and return its path; otherwise return the Map in memory.
+    noise : dict, optional
+        Band name → 1σ instrumental noise (mJy/beam, a number or an array on that map's
+        grid) for models that take the noise as input. Default: each map's own noise map
+        (SMAP ``error`` extension), else an estimate from the map
+        (:func:`galaxysr.noise.estimate_white_noise`); the header says which.
 
     Returns
     -------
     Map or Path
         450 µm map in mJy/beam on a TAN grid at the model's pixel scale, NaN where the
-        inputs had no data.
+        inputs had no data within a beam; its beam (``Map.fwhm``, header ``BMAJ``/``BMIN``)
+        is the model's measured output beam when known. Models with an uncertainty head
+        also give the map's 1σ error (``Map.noise``; an ``ERROR`` extension in the file);
+        ``Map.flags`` (a ``FLAGS`` extension) marks filled gaps and low input coverage.
     """
     from tqdm import tqdm
 
     artifact = artifact or load_artifact()
-    config = artifact.config
-    check_inputs(maps, config)
-    maps = {b: maps[b].to(MJY_PER_BEAM) for b in config.input_bands}
-    reference = maps[config.input_bands[0]]
-    pixel = config.pixel_arcsec * u.arcsec
-    wcs, shape = output_grid(reference, pixel)
-    ny, nx = shape
-    tile = config.tile
-    overlap = tile // 4 if overlap is None else overlap
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be between 0 and the tile size {tile}, got {overlap}")
-    stride = tile - overlap
-    pad_y, pad_x = max(ny, tile), max(nx, tile)  # maps smaller than a tile are padded, not refused
-    ys, xs = tile_starts(pad_y, tile, stride), tile_starts(pad_x, tile, stride)
-    window = blend_window(tile)
-    scaling = config.scaling
-    predict = artifact.predict_fn
-
-    target = get_band(config.target_band)
-    header_extra = dict(header_extra or {})
-    header_extra.update({"GSRVER": (__version__, "galaxysr version"), "GSRMODEL": (artifact.name, "model"),
-                         "GSRHASH": (artifact.sha256, "sha256 of model weights (16 hex)"),
-                         "PIXSCALE": (config.pixel_arcsec, "[arcsec] pixel scale"),
-                         "GSRBANDS": (",".join(config.input_bands), "input SPIRE bands")})
-    for band in config.input_bands:
-        header_extra[f"IN{band[-3:]}"] = (Path(maps[band].source).name[:60], f"input {band} map")
-    template = Map(np.zeros((1, 1), np.float32), wcs, target, MJY_PER_BEAM, source="galaxysr")
-
-    writer = _RowWriter(template, shape, out_path, overwrite, header_extra)
+    job = plan(maps, artifact, overlap, noise, header_extra)
+    runner = StripRunner(job, batch_size)
+    tile, (pad_y, pad_x) = job.tile, job.pad
+    writer = MapWriter(job.template(), job.shape, out_path, overwrite, with_error=artifact.config.uncertainty_head)
     # Accumulators for output rows [base, base + 2 tiles): a strip starts less than a tile
     # below the previous one, so rows above the current strip are final and are flushed.
-    numerator = np.zeros((2 * tile, pad_x), np.float64)
-    weights = np.zeros_like(numerator)
+    planes = 2 if artifact.config.uncertainty_head else 1
+    numerator = np.zeros((planes, 2 * tile, pad_x), np.float64)
+    weights = np.zeros((2 * tile, pad_x), np.float64)
+    flags = np.zeros((2 * tile, pad_x), np.uint8)
     base = 0
-    ceiling_hit = False
-    resamplers = {b: Resampler(maps[b]) for b in config.input_bands}
     try:
-        for y0 in tqdm(ys, desc="super-resolving", unit="strip", disable=not progress):
+        for y0 in tqdm(job.ys, desc="super-resolving", unit="strip", disable=not progress):
             if y0 + tile > base + 2 * tile:
                 shift = y0 - base
-                writer.write(base, numerator[:shift], weights[:shift])
-                numerator, weights = np.roll(numerator, -shift, 0), np.roll(weights, -shift, 0)
-                numerator[-shift:], weights[-shift:] = 0.0, 0.0
+                writer.write_blended(base, numerator[:, :shift], weights[:shift], flags[:shift])
+                numerator, weights, flags = (np.roll(a, -shift, a.ndim - 2) for a in (numerator, weights, flags))
+                numerator[:, -shift:], weights[-shift:], flags[-shift:] = 0.0, 0.0, 0
                 base = y0
-            strip_wcs = _strip_wcs(wcs, y0, (tile, pad_x))
-            stack = np.stack([resamplers[b].onto(strip_wcs, (tile, pad_x)).data for b in config.input_bands], -1)
-            valid = np.isfinite(stack).all(-1)
-            if not valid.any():
+            out = runner.run(y0, 0, pad_x, job.xs)
+            if out is None:
                 continue
-            ceiling_hit |= bool(np.nanmax(stack[..., 0]) > scaling.ceiling_mjy)
-            normalised = scaling.forward(np.where(np.isfinite(stack), stack, 0.0)).astype(np.float32)
-            tiles = np.stack([normalised[:, x0:x0 + tile] for x0 in xs])
-            predicted = np.concatenate([predict(tiles[i:i + batch_size])[..., 0]
-                                        for i in range(0, len(tiles), batch_size)])
-            r = y0 - base
-            for k, x0 in enumerate(xs):
-                w = window * valid[:, x0:x0 + tile]
-                numerator[r:r + tile, x0:x0 + tile] += w * scaling.inverse(predicted[k].astype(np.float64))
-                weights[r:r + tile, x0:x0 + tile] += w
-        writer.write(base, numerator[: pad_y - base], weights[: pad_y - base])
+            num, w, strip_flags = out
+            numerator[:, y0 - base:y0 - base + tile] += num
+            weights[y0 - base:y0 - base + tile] += w
+            flags[y0 - base:y0 - base + tile] |= strip_flags
+        writer.write_blended(base, numerator[:, : pad_y - base], weights[: pad_y - base], flags[: pad_y - base])
         result = writer.finish()
     except BaseException:
         writer.abort()
         raise
-    if ceiling_hit:
-        warnings.warn(f"some 250 µm pixels exceed the model's flux ceiling ({scaling.ceiling_mjy:g} mJy/beam); "
-                      "predicted fluxes there saturate at the ceiling", stacklevel=2)
+    runner.warn_if_saturated()
     return result
 
 
-class _RowWriter:
-    """Collects finished output rows; streams them to a FITS file or into memory."""
+class MapWriter:
+    """Collects finished output rows — the map, its error (if any) and its flags — in
+    order, into memory or streamed into a FITS file: the map through a StreamingHDU, the
+    error and flags through temporary memory-mapped files appended as ``ERROR`` and
+    ``FLAGS`` extensions at the end. Nothing appears under the final name until
+    :meth:`finish`; :meth:`abort` removes the partial files. Memory does not grow with
+    the map."""
 
-    def __init__(self, template: Map, shape, out_path, overwrite: bool, header_extra: dict):
+    def __init__(self, template: Map, shape, out_path=None, overwrite: bool = False, with_error: bool = False):
         self.shape = shape
         self.template = template
+        self.with_error = with_error
         self.out_path = None if out_path is None else Path(out_path)
+        self.scratch = []
         if self.out_path is None:
             self.image = np.full(shape, np.nan, np.float32)
+            self.error = np.full(shape, np.nan, np.float32) if with_error else None
+            self.flags = np.zeros(shape, np.uint8)
             return
         if self.out_path.exists() and not overwrite:
-            raise MapError(f"{self.out_path}: already exists; choose another name or pass --overwrite")
+            raise MapError(f"{self.out_path}: already exists; choose another name or allow overwriting it")
         header = template.header()
         header["NAXIS1"], header["NAXIS2"] = shape[1], shape[0]
-        for key, value in header_extra.items():
-            header[key] = value
         header.add_history("Super-resolved with galaxysr (Lauritsen et al. 2021 method)")
+        self.header = header
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{self.out_path.name}.", suffix=".part", dir=self.out_path.parent)
-        os.close(handle)
-        self.tmp = Path(tmp)
+        self.tmp = self._scratch(".part")
         self.stream = fits.StreamingHDU(self.tmp, _image_header(header, shape))
+        self.error = np.memmap(self._scratch(".err"), np.float32, "w+", shape=shape) if with_error else None
+        self.flags = np.memmap(self._scratch(".flg"), np.uint8, "w+", shape=shape)
 
-    def write(self, y0: int, numerator: np.ndarray, weights: np.ndarray) -> None:
-        rows = numerator[:, : self.shape[1]]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = np.where(weights[:, : self.shape[1]] > 0, rows / weights[:, : self.shape[1]], np.nan)
-        values = values[: max(0, self.shape[0] - y0)].astype(np.float32)
-        if len(values) == 0:
+    def _scratch(self, suffix: str) -> Path:
+        handle, name = tempfile.mkstemp(prefix=f".{self.out_path.name}.", suffix=suffix, dir=self.out_path.parent)
+        os.close(handle)
+        self.scratch.append(Path(name))
+        return Path(name)
+
+    def write_rows(self, y0: int, image: np.ndarray, error: np.ndarray | None, flags: np.ndarray) -> None:
+        """Rows ``y0 … y0 + len(image) − 1``, in order (mJy/beam, mJy/beam, uint8)."""
+        n = min(len(image), self.shape[0] - y0)
+        if n <= 0:
             return
+        if self.with_error:
+            self.error[y0:y0 + n] = error[:n]
+        self.flags[y0:y0 + n] = flags[:n]
         if self.out_path is None:
-            self.image[y0:y0 + len(values)] = values
+            self.image[y0:y0 + n] = image[:n]
         else:
-            self.stream.write(values.astype(">f4"))
+            self.stream.write(np.asarray(image[:n], ">f4"))
+
+    def write_blended(self, y0: int, numerator: np.ndarray, weights: np.ndarray, flags: np.ndarray) -> None:
+        """Rows from window-weighted sums: (planes, rows, ≥ nx) numerator, (rows, ≥ nx)
+        weights; NaN where no tile had data."""
+        nx = self.shape[1]
+        w = weights[:, :nx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = np.where(w > 0, numerator[:, :, :nx] / w, np.nan).astype(np.float32)
+        self.write_rows(y0, values[0], values[1] if len(values) > 1 else None, flags[:, :nx])
 
     def finish(self):
+        """The Map (in memory) or the written file's path."""
         if self.out_path is None:
-            return replace(self.template, data=self.image)
+            return replace(self.template, data=self.image, noise=self.error, flags=self.flags)
         self.stream.close()
+        if self.with_error:
+            self.error.flush()
+            header = self.template.wcs.to_header(relax=True)
+            header["BUNIT"] = (self.header["BUNIT"], "1 sigma uncertainty of the primary map")
+            header["EXTNAME"] = "ERROR"
+            fits.append(self.tmp, np.asarray(self.error), header)
+        self.flags.flush()
+        header = self.template.wcs.to_header(relax=True)
+        header["EXTNAME"] = "FLAGS"
+        header["COMMENT"] = "quality bits per pixel; see galaxysr.maps FLAG_* and docs/inference.md"
+        fits.append(self.tmp, np.asarray(self.flags), header)
+        self.error = self.flags = None  # release the memory maps before deleting their files
         os.replace(self.tmp, self.out_path)
+        _apply_umask(self.out_path)
+        for path in self.scratch[1:]:
+            path.unlink(missing_ok=True)
         return self.out_path
 
     def abort(self) -> None:
-        if self.out_path is not None and getattr(self, "tmp", None) and self.tmp.exists():
-            try:
-                self.stream.close()
-            except Exception:  # the partial file is deleted either way
-                pass
-            self.tmp.unlink(missing_ok=True)
+        if self.out_path is None:
+            return
+        try:
+            self.stream.close()
+        except Exception:  # the partial files are deleted either way
+            pass
+        self.error = self.flags = None
+        for path in self.scratch:
+            path.unlink(missing_ok=True)
+
+
+def _apply_umask(path: Path) -> None:
+    """Give a file made by ``tempfile`` (mode 0600) the permissions the user's umask gives
+    ordinary new files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def file_sha256(source: str) -> str | None:
+    """SHA-256 (hex) of the file ``source`` names, or None if it is not a file."""
+    path = Path(str(source))
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _image_header(header: fits.Header, shape) -> fits.Header:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from astropy import units as u
 
+__all__ = ["FWHM_PER_SIGMA", "Band", "get_band", "band_from_wavelength"]
+
 #: Gaussian FWHM = this factor × sigma.
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 

@@ -13,15 +13,18 @@ so gradients flow into the generator through the fluxes (positions need none).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
 from astropy import units as u
 
+from .config import LossConfig
 from .instruments import get_band
 from .model import FluxScaling
+
+__all__ = ["L1Loss", "MeanFluxLoss", "MedianFluxLoss", "find_sources", "disk_kernel", "aperture_sums", "matched_filter",
+           "local_peaks", "ApertureFluxLoss", "PeakFluxLoss", "UncertaintyLoss", "CombinedLoss"]
 
 _PACKAGE = "galaxysr"
 
@@ -174,6 +177,21 @@ def disk_kernel(radius_px: float) -> np.ndarray:
     return np.clip(radius_px + 0.5 - np.hypot(xx, yy), 0.0, 1.0).astype(np.float32)
 
 
+def _gather_disk(image, positions, kernel: np.ndarray):
+    """Pixels of ``image`` (B, H, W) under ``kernel``'s non-zero footprint centred on the
+    pixels ``positions`` (B, S, 2) = (x, y), rounded; returns (pixels (B, S, K), inside
+    (B, S, K) float, kernel weights (K,)). Pixels beyond the image edge read as 0."""
+    dy, dx = np.nonzero(kernel)
+    half = kernel.shape[0] // 2
+    shape = tf.shape(image)
+    x = tf.cast(tf.round(positions[..., 0]), tf.int32)[..., None] + tf.constant(dx - half, tf.int32)
+    y = tf.cast(tf.round(positions[..., 1]), tf.int32)[..., None] + tf.constant(dy - half, tf.int32)
+    inside = (x >= 0) & (x < shape[2]) & (y >= 0) & (y < shape[1])
+    pixels = tf.gather_nd(image, tf.stack([tf.clip_by_value(y, 0, shape[1] - 1),
+                                           tf.clip_by_value(x, 0, shape[2] - 1)], -1), batch_dims=1)
+    return pixels * tf.cast(inside, image.dtype), tf.cast(inside, image.dtype), tf.constant(kernel[dy, dx])
+
+
 def aperture_sums(image, positions, radius_px: float):
     """Sum of ``image`` (B, H, W) in circular apertures centred on the pixels ``positions``
     (B, S, 2) = (x, y), rounded to pixel centres (the loss's positions are photutils peak
@@ -185,17 +203,43 @@ def aperture_sums(image, positions, radius_px: float):
     each: 2.6 ms per call, against 41 ms convolved). Differentiable in the image, and
     within 1 % of photutils' exact apertures for beam-sized sources (tested). Returns (B, S).
     """
-    kernel = disk_kernel(radius_px)
-    dy, dx = np.nonzero(kernel)
-    weights = tf.constant(kernel[dy, dx])
-    half = kernel.shape[0] // 2
+    pixels, _, weights = _gather_disk(image, positions, disk_kernel(radius_px))
+    return tf.reduce_sum(pixels * weights, -1)
+
+
+def _gaussian_band_matrix(n, sigma_px: float):
+    """(n, n) matrix whose product with a vector correlates it with a 1-D Gaussian of
+    ``sigma_px`` (truncated at 3σ, zero beyond the ends), scaled by 1 / Σw²."""
+    half = float(np.ceil(3 * sigma_px))
+    taps = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma_px) ** 2)
+    index = tf.range(n, dtype=tf.float32)
+    d = index[:, None] - index[None, :]
+    w = tf.exp(-0.5 * (d / sigma_px) ** 2) * tf.cast(tf.abs(d) <= half, tf.float32)
+    return w / float(np.sum(taps**2))
+
+
+def matched_filter(image, sigma_px: float):
+    """``image`` (B, H, W) correlated with a Gaussian PSF of ``sigma_px`` and normalised so
+    that a source of that PSF's shape reads its peak value at its centre: Σ w p / Σ w².
+
+    A source narrower than the PSF reads higher, a wider one lower, and pixel-scale
+    patterns (a checkerboard) average out — unlike a plain maximum, which rewards spikes.
+    The separable Gaussian is applied as two products with banded matrices, which BLAS
+    does far faster than a one-channel convolution on a CPU (8 tiles of 128²: ~3 ms with
+    its gradient, against ~30 ms). Zero beyond the edges. Differentiable.
+    """
     shape = tf.shape(image)
-    x = tf.cast(tf.round(positions[..., 0]), tf.int32)[..., None] + tf.constant(dx - half, tf.int32)
-    y = tf.cast(tf.round(positions[..., 1]), tf.int32)[..., None] + tf.constant(dy - half, tf.int32)
-    inside = (x >= 0) & (x < shape[2]) & (y >= 0) & (y < shape[1])
-    pixels = tf.gather_nd(image, tf.stack([tf.clip_by_value(y, 0, shape[1] - 1),
-                                           tf.clip_by_value(x, 0, shape[2] - 1)], -1), batch_dims=1)
-    return tf.reduce_sum(pixels * tf.cast(inside, image.dtype) * weights, -1)
+    rows = _gaussian_band_matrix(shape[1], sigma_px)
+    cols = _gaussian_band_matrix(shape[2], sigma_px)
+    return tf.matmul(tf.matmul(rows, image), cols)
+
+
+def local_peaks(image, positions, radius_px: float):
+    """Largest value of ``image`` (B, H, W) within ``radius_px`` of each pixel position
+    (B, S, 2) = (x, y); differentiable (the gradient goes to the brightest pixel)."""
+    pixels, inside, weights = _gather_disk(image, positions, disk_kernel(radius_px))
+    usable = (inside > 0) & (weights >= 0.5)
+    return tf.reduce_max(tf.where(usable, pixels, tf.fill(tf.shape(pixels), -1e9)), -1)
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -251,18 +295,25 @@ class ApertureFluxLoss(_FluxLoss):
         present.set_shape([None, self.max_sources])
         return positions, present
 
-    def _term(self, positions, present, target_mjy, pred_mjy):
+    def detections(self, target_mjy, pred_mjy, valid) -> list:
+        """[(positions, presence)] of the sources the term compares at: found on the
+        target, and (``use_generated``) on the generated map."""
+        found = [self.detect(target_mjy, valid)]
+        if self.use_generated:
+            found.append(self.detect(pred_mjy, valid))
+        return found
+
+    def compare(self, positions, present, target_mjy, pred_mjy):
+        """Per-sample mean |f_t − f_g| (mJy) over the present sources; 0 if none."""
         f_t = aperture_sums(target_mjy, positions, self.radius_px) / self.beam_area_px
         f_g = aperture_sums(pred_mjy, positions, self.radius_px) / self.beam_area_px
         return _safe_divide(tf.reduce_sum(tf.abs(f_t - f_g) * present, 1), tf.reduce_sum(present, 1))
 
+    def from_detections(self, detections, target_mjy, pred_mjy):
+        return tf.add_n([self.compare(pos, present, target_mjy, pred_mjy) for pos, present in detections])
+
     def call_mjy(self, target_mjy, pred_mjy, valid):
-        positions, present = self.detect(target_mjy, valid)
-        loss = self._term(positions, present, target_mjy, pred_mjy)
-        if self.use_generated:
-            positions, present = self.detect(pred_mjy, valid)
-            loss = loss + self._term(positions, present, target_mjy, pred_mjy)
-        return loss
+        return self.from_detections(self.detections(target_mjy, pred_mjy, valid), target_mjy, pred_mjy)
 
     def get_config(self):
         config = super().get_config()
@@ -272,64 +323,116 @@ class ApertureFluxLoss(_FluxLoss):
         return config
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    """Weights and settings of the combined loss (physical units in the names).
+@keras.saving.register_keras_serializable(_PACKAGE)
+class PeakFluxLoss(ApertureFluxLoss):
+    """Mean |peak_t − peak_g| (mJy/beam) at the same detected sources as
+    :class:`ApertureFluxLoss`, each peak the largest value of the map's PSF-matched
+    filter (:func:`matched_filter`, the band's beam) within ``radius_fwhm`` beam FWHMs of
+    the source (default 0.5).
 
-    The L1 term is in normalised units (~0.01–0.05 per pixel); the flux terms in mJy/beam
-    and mJy. The weights bring them to comparable sizes at the start of training.
+    A point source's peak in mJy/beam *is* its flux, and an astronomer reads it off the
+    map. With the aperture (integrated) term this pins the shape of the output beam: a
+    blurred source of the right total flux has too low a matched peak. Taking the peak
+    anywhere near the source, not at the true pixel, asks for a sharp source without
+    asking for a perfect position, which the SPIRE data cannot always give. The matched
+    filter, not the raw maximum pixel, is what is compared: a raw maximum is raised by
+    pixel-scale spikes (a checkerboard), which a network learns to make.
     """
 
-    l1: float = 1.0
-    mean_flux: float = 0.02
-    median_flux: float = 0.02
-    aperture_flux: float = 0.01
-    aperture_radius_fwhm: float = 1.0
-    detect_threshold_mjy: float = 2.0
-    max_sources: int = 48
+    def __init__(self, pixel_arcsec: float = 2.0, band: str = "scuba2_450", radius_fwhm: float = 0.5,
+                 threshold_mjy: float = 2.0, max_sources: int = 48, use_generated: bool = False, **kwargs):
+        super().__init__(pixel_arcsec, band, radius_fwhm, threshold_mjy, max_sources, use_generated, **kwargs)
+        self.border = int(np.ceil(get_band(band).fwhm_pixels(self.pixel_arcsec * u.arcsec)))
+        self.sigma_px = get_band(band).sigma_pixels(self.pixel_arcsec * u.arcsec)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def compare(self, positions, present, target_mjy, pred_mjy):
+        p_t = local_peaks(matched_filter(target_mjy, self.sigma_px), positions, self.radius_px)
+        p_g = local_peaks(matched_filter(pred_mjy, self.sigma_px), positions, self.radius_px)
+        return _safe_divide(tf.reduce_sum(tf.abs(p_t - p_g) * present, 1), tf.reduce_sum(present, 1))
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class UncertaintyLoss(_ScaledLoss):
+    """Laplace negative log-likelihood of the target given the prediction and its
+    predicted error scale: mean over valid pixels of |t − p| / b + log b (normalised units).
+
+    ``y_pred`` holds the map and the scale b as two channels. The map is held fixed
+    (``stop_gradient``): this term teaches the error head how wrong the map is, not the map
+    to hedge. Minimised when b is the expected |t − p| at that pixel given the inputs.
+    """
+
+    def call(self, y_true, y_pred):
+        t, _, valid = _masked(y_true, y_pred[..., :1])
+        p = tf.stop_gradient(tf.convert_to_tensor(y_pred, tf.float32)[..., 0])
+        b = tf.maximum(tf.convert_to_tensor(y_pred, tf.float32)[..., 1], 1e-4)
+        nll = (tf.abs(t - p) / b + tf.math.log(b)) * valid
+        return _safe_divide(tf.reduce_sum(nll, [1, 2]), tf.reduce_sum(valid, [1, 2]))
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
 class CombinedLoss(_ScaledLoss):
-    """Weighted sum of the four terms; ``real=True`` uses the two-sided aperture term."""
+    """Weighted sum of the terms; ``real=True`` uses the two-sided source terms.
 
-    TERMS = ("l1", "mean_flux", "median_flux", "aperture_flux")
+    ``y_pred`` is the map (B, H, W, 1), or the map and its error scale (B, H, W, 2) for
+    models with an uncertainty head; the ``uncertainty`` term needs the latter. Sources
+    are found once per call and shared by the aperture and peak terms.
+    """
+
+    TERMS = ("l1", "mean_flux", "median_flux", "aperture_flux", "peak_flux", "uncertainty")
+    SOURCE_TERMS = ("aperture_flux", "peak_flux")
 
     def __init__(self, weights: dict | None = None, pixel_arcsec: float = 2.0, band: str = "scuba2_450",
                  real: bool = False, aperture_radius_fwhm: float = 1.0, detect_threshold_mjy: float = 2.0,
-                 max_sources: int = 48, **kwargs):
+                 max_sources: int = 48, peak_radius_fwhm: float = 0.5, **kwargs):
         super().__init__(**kwargs)
         defaults = LossConfig()
         self.weights = {k: float((weights or {}).get(k, getattr(defaults, k))) for k in self.TERMS}
         self.pixel_arcsec, self.band, self.real = float(pixel_arcsec), band, bool(real)
         self.aperture_radius_fwhm = float(aperture_radius_fwhm)
+        self.peak_radius_fwhm = float(peak_radius_fwhm)
         self.detect_threshold_mjy = float(detect_threshold_mjy)
         self.max_sources = int(max_sources)
         scale = dict(softening_mjy=self.scaling.softening_mjy, ceiling_mjy=self.scaling.ceiling_mjy)
+        source = dict(pixel_arcsec=pixel_arcsec, band=band, threshold_mjy=detect_threshold_mjy,
+                      max_sources=max_sources, use_generated=real, **scale)
         self.terms = {
             "l1": L1Loss(**scale), "mean_flux": MeanFluxLoss(**scale), "median_flux": MedianFluxLoss(**scale),
-            "aperture_flux": ApertureFluxLoss(pixel_arcsec, band, aperture_radius_fwhm, detect_threshold_mjy,
-                                              max_sources, use_generated=real, **scale),
+            "aperture_flux": ApertureFluxLoss(radius_fwhm=aperture_radius_fwhm, **source),
+            "peak_flux": PeakFluxLoss(radius_fwhm=peak_radius_fwhm, **source),
+            "uncertainty": UncertaintyLoss(**scale),
         }
 
     @classmethod
     def from_configs(cls, loss: LossConfig, scaling: FluxScaling, pixel_arcsec: float, band: str,
-                     real: bool) -> "CombinedLoss":
-        return cls({k: getattr(loss, k) for k in cls.TERMS}, pixel_arcsec, band, real,
-                   loss.aperture_radius_fwhm, loss.detect_threshold_mjy, loss.max_sources,
+                     real: bool, uncertainty_head: bool = False) -> "CombinedLoss":
+        weights = {k: getattr(loss, k) for k in cls.TERMS}
+        if not uncertainty_head:
+            weights["uncertainty"] = 0.0
+        return cls(weights, pixel_arcsec, band, real, loss.aperture_radius_fwhm, loss.detect_threshold_mjy,
+                   loss.max_sources, loss.peak_radius_fwhm,
                    softening_mjy=scaling.softening_mjy, ceiling_mjy=scaling.ceiling_mjy)
 
     def per_term(self, y_true, y_pred) -> dict:
         """Each term's per-sample values (unweighted), skipping terms of weight 0."""
-        active = {k: loss for k, loss in self.terms.items() if self.weights[k] != 0}
-        if not any(isinstance(loss, _FluxLoss) for loss in active.values()):
-            return {k: loss.call(y_true, y_pred) for k, loss in active.items()}
-        mjy = _masked_mjy(self.scaling, y_true, y_pred)
-        return {k: loss.call_mjy(*mjy) if isinstance(loss, _FluxLoss) else loss.call(y_true, y_pred)
-                for k, loss in active.items()}
+        has_error = y_pred.shape[-1] == 2
+        active = [k for k in self.TERMS if self.weights[k] != 0 and (k != "uncertainty" or has_error)]
+        y_map = y_pred[..., :1]
+        out = {}
+        if any(isinstance(self.terms[k], _FluxLoss) for k in active):
+            target, pred, valid = _masked_mjy(self.scaling, y_true, y_map)
+            if any(k in self.SOURCE_TERMS for k in active):
+                found = self.terms["aperture_flux"].detections(target, pred, valid)
+            for k in active:
+                if k in self.SOURCE_TERMS:
+                    out[k] = self.terms[k].from_detections(found, target, pred)
+                elif isinstance(self.terms[k], _FluxLoss):
+                    out[k] = self.terms[k].call_mjy(target, pred, valid)
+        for k in active:
+            if k == "uncertainty":
+                out[k] = self.terms[k].call(y_true, y_pred)
+            elif k not in out:
+                out[k] = self.terms[k].call(y_true, y_map)
+        return {k: out[k] for k in active}
 
     def total(self, terms: dict):
         return tf.add_n([self.weights[k] * v for k, v in terms.items()])
@@ -340,6 +443,6 @@ class CombinedLoss(_ScaledLoss):
     def get_config(self):
         config = super().get_config()
         config.update(weights=self.weights, pixel_arcsec=self.pixel_arcsec, band=self.band, real=self.real,
-                      aperture_radius_fwhm=self.aperture_radius_fwhm,
+                      aperture_radius_fwhm=self.aperture_radius_fwhm, peak_radius_fwhm=self.peak_radius_fwhm,
                       detect_threshold_mjy=self.detect_threshold_mjy, max_sources=self.max_sources)
         return config

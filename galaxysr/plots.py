@@ -8,28 +8,31 @@ import numpy as np
 
 from .instruments import BANDS, TARGET_BAND
 
+__all__ = ["METHOD_LABELS", "COLOURS", "evaluation_figures", "field_panels", "completeness_purity", "flux_recovery",
+           "offsets", "beams", "counts_figure", "field_bands_figure"]
+
 METHOD_LABELS = {"network": "galaxysr network", "native_250": "SPIRE 250 native × colour",
                  "richardson_lucy": "Richardson–Lucy 250", "wiener": "Wiener 250",
                  "truth": f"truth ⊗ {BANDS[TARGET_BAND].fwhm.value:g}″ beam (upper bound)"}
 COLOURS = {"network": "C3", "native_250": "C0", "richardson_lucy": "C1", "wiener": "C2", "truth": "k", "scuba2": "k"}
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(*args, **kwargs):
+    """(Figure, axes) drawn by the Agg canvas directly — no pyplot, so a user's
+    matplotlib backend and open figures are never touched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figsize = kwargs.pop("figsize", None)
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _finish(fig, path: Path, dpi: int = 90) -> Path:
-    """Lay out, write and close a figure."""
-    import matplotlib.pyplot as plt
-
+    """Lay out and write a figure."""
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
 
 
@@ -47,22 +50,42 @@ def _label(name):
     return METHOD_LABELS.get(name, name)
 
 
-def evaluation_figures(results: dict, out: Path) -> dict[str, Path]:
-    """Write the report's PNGs into ``out``; returns {title: path}."""
+def evaluation_figures(results: dict, out: Path, prefix: str = "") -> dict[str, Path]:
+    """Write the report's PNGs into ``out`` (file names start with ``prefix``); returns
+    {title: path}."""
     figures = {}
     example = results.get("_example")
     if example is not None:
-        figures["input / output / truth"] = field_panels(example, out / "fields.png")
-    figures["completeness and purity"] = completeness_purity(results, out / "completeness_purity.png")
-    figures["flux recovery"] = flux_recovery(results, out / "flux.png")
-    figures["position offsets"] = offsets(results, out / "offsets.png")
-    figures["output beam"] = beams(results, out / "psf.png")
+        figures["input / output / truth"] = field_panels(example, out / f"{prefix}fields.png")
+    figures["completeness and purity"] = completeness_purity(results, out / f"{prefix}completeness_purity.png")
+    figures["flux recovery"] = flux_recovery(results, out / f"{prefix}flux.png")
+    figures["position offsets"] = offsets(results, out / f"{prefix}offsets.png")
+    figures["output beam"] = beams(results, out / f"{prefix}psf.png")
+    if results.get("_z"):
+        figures["error calibration"] = z_histograms(results, out / f"{prefix}z.png")
     return figures
+
+
+def z_histograms(results: dict, path: Path) -> Path:
+    """Histograms of z = (S_out − S_true)/σ in flux bins, against the unit Gaussian."""
+    z = np.asarray(results["_z"]["z"], float)
+    flux = np.asarray(results["_z"]["flux_true"], float)
+    groups = [(5, 9), (9, 15), (15, 1000)]
+    fig, axes = _subplots(1, len(groups), figsize=(12, 3.6), sharey=True)
+    grid = np.linspace(-5, 5, 200)
+    for ax, (lo, hi) in zip(axes, groups):
+        sel = (flux >= lo) & (flux < hi) & np.isfinite(z)
+        ax.hist(np.clip(z[sel], -5, 5), bins=np.linspace(-5, 5, 31), density=True, histtype="step",
+                color=COLOURS["network"], label=f"{sel.sum()} sources")
+        ax.plot(grid, np.exp(-grid**2 / 2) / np.sqrt(2 * np.pi), "k--", lw=1, label="unit Gaussian")
+        ax.set_title(f"true S$_{{450}}$ {lo}–{hi if hi < 1000 else '∞'} mJy")
+        ax.set_xlabel("(S$_{out}$ − S$_{true}$) / σ")
+        ax.legend(fontsize=7)
+    return _finish(fig, path)
 
 
 def field_panels(example: dict, path: Path, size_pixels: int = 180) -> Path:
     """SPIRE 250 input, network output and 450 µm truth (or SCUBA-2) of one field, centre cut."""
-    plt = _pyplot()
     from .maps import reproject_map
 
     maps = example["maps"]
@@ -76,7 +99,7 @@ def field_panels(example: dict, path: Path, size_pixels: int = 180) -> Path:
     panels = [("SPIRE 250 µm input", m250.data), ("galaxysr 450 µm output", network.data),
               ("450 µm truth ⊗ 7.9″ beam" if reference_name == "truth" else "SCUBA-2 450 µm",
                maps[reference_name].data)]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    fig, axes = _subplots(1, 3, figsize=(13, 4.4))
     for ax, (title, data) in zip(axes, panels):
         cut = data[sl]
         vmax = np.nanpercentile(cut, 99.7)
@@ -91,8 +114,7 @@ def field_panels(example: dict, path: Path, size_pixels: int = 180) -> Path:
 
 
 def completeness_purity(results: dict, path: Path) -> Path:
-    plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b) = _subplots(1, 2, figsize=(11, 4))
     for name, s in results["methods"].items():
         style = dict(color=COLOURS.get(name), marker="o", ms=3, label=_label(name))
         a.plot(s["bin_centres_mjy"], s["completeness"], **style)
@@ -108,8 +130,7 @@ def completeness_purity(results: dict, path: Path) -> Path:
 
 
 def flux_recovery(results: dict, path: Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = _subplots(figsize=(6.5, 4.2))
     for name, s in results["methods"].items():
         stats = np.array(s["flux_ratio_16_50_84"], float)
         x = np.array(s["bin_centres_mjy"])
@@ -127,8 +148,7 @@ def flux_recovery(results: dict, path: Path) -> Path:
 
 
 def offsets(results: dict, path: Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = _subplots(figsize=(6.5, 4.2))
     radius = results["config"].get("match_radius_arcsec") or BANDS[TARGET_BAND].fwhm.value
     bins = np.linspace(0, radius, 17)
     for name, s in results["methods"].items():
@@ -143,8 +163,7 @@ def offsets(results: dict, path: Path) -> Path:
 
 def beams(results: dict, path: Path) -> Path:
     """Radial profiles of the fitted stacked output beams vs the SCUBA-2 beam."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = _subplots(figsize=(6.5, 4.2))
     r = np.linspace(0, 30, 200)
     target = BANDS[TARGET_BAND].fwhm.value
     ax.plot(r, np.exp(-4 * np.log(2) * r**2 / target**2), "k--", label=f"SCUBA-2 450 beam ({target}″)")
@@ -168,7 +187,6 @@ def counts_figure(path: Path, area_deg2: float = 2.0, seed: int = 11) -> Path:
 
     from .sky import differential_counts, draw_galaxies
 
-    plt = _pyplot()
     cat = draw_galaxies(area_deg2 * u.deg**2, np.random.default_rng(seed))
     counts_dir = files("galaxysr") / "data" / "counts"
     refs = {"spire_250": ["bethermin2012_spire250", "oliver2010_spire250", "glenn2010_spire250"],
@@ -176,7 +194,7 @@ def counts_figure(path: Path, area_deg2: float = 2.0, seed: int = 11) -> Path:
             "spire_500": ["bethermin2012_spire500", "oliver2010_spire500", "glenn2010_spire500"],
             "scuba2_450": ["wang2017_scuba450"]}
     edges = np.geomspace(1, 200, 22)
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), sharey=True)
+    fig, axes = _subplots(1, 4, figsize=(17, 4.2), sharey=True)
     for ax, (band, names) in zip(axes, refs.items()):
         centres, n, err = differential_counts(np.asarray(cat[f"flux_{band}"]), area_deg2 * u.deg**2, edges)
         good = n > 0
@@ -203,8 +221,7 @@ def counts_figure(path: Path, area_deg2: float = 2.0, seed: int = 11) -> Path:
 
 def field_bands_figure(field, path: Path) -> Path:
     """One simulated field in the four bands, at native pixels."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
+    fig, axes = _subplots(1, 4, figsize=(17, 4.4))
     for ax, (band, m) in zip(axes, field.maps.items()):
         data = m.data
         im = ax.imshow(data, origin="lower", cmap="inferno", vmin=np.nanpercentile(data, 1),

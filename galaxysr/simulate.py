@@ -9,7 +9,7 @@ coverage with its rms map.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,18 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
-from .instruments import BANDS, SPIRE_BANDS, TARGET_BAND, Band
+from .instruments import BANDS, FWHM_PER_SIGMA, SPIRE_BANDS, TARGET_BAND, Band
 from .maps import Field, Map, tan_wcs
-from .sky import SkyModel, draw_galaxies, place_galaxies
+from .sky import SkyModel, colour_450_250, draw_galaxies, fit_counts, place_galaxies
+
+__all__ = ["SIMULATOR_VERSION", "SimulationConfig", "SkyPrior", "HELD_OUT_SKY", "held_out_simulation", "render_sources",
+           "render_catalogue", "column_mjy", "band_grid", "daisy_rms", "coverage_pattern", "spire_noise_map",
+           "simulate_catalogue", "simulate_field", "MOCK_REAL_SKY", "write_mock_real"]
+
+
+#: Bumped whenever the same SimulationConfig would render different maps, so cached
+#: training fields are remade.
+SIMULATOR_VERSION = 2
 
 
 @dataclass
@@ -36,6 +45,14 @@ class SimulationConfig:
         Field centre (deg, ICRS). Default: COSMOS.
     noise_scale : float
         Multiplies every band's default instrumental noise (0 gives noise-free maps).
+    spire_noise_contrast : float
+        Ratio of the noisiest to the quietest SPIRE pixels (±2σ of a smooth random coverage
+        pattern, shared by the three bands as one scan pattern is); 1 is uniform noise.
+    calibration : tuple of float
+        Multiplicative calibration error of the SPIRE 250/350/500 µm maps (1 = exact).
+    noise_seed : int or None
+        Seeds the noise alone, so the same sky can be observed twice with independent noise;
+        ``None`` derives it from ``seed``.
     scuba2_coverage : str
         ``"uniform"`` or ``"daisy"`` (rms rising away from the centre, NaN outside the
         inscribed circle, as a SCUBA-2 daisy map).
@@ -50,12 +67,179 @@ class SimulationConfig:
     ra_deg: float = 150.1
     dec_deg: float = 2.2
     noise_scale: float = 1.0
+    spire_noise_contrast: float = 1.0
+    calibration: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    noise_seed: int | None = None
     scuba2_coverage: str = "uniform"
     margin_arcsec: float = 120.0
     sky: SkyModel = field(default_factory=SkyModel)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SimulationConfig":
+        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown SimulationConfig parameter(s) {', '.join(sorted(unknown))}")
+        data["sky"] = SkyModel.from_dict(data.get("sky", {}))
+        data["calibration"] = tuple(data.get("calibration", (1.0, 1.0, 1.0)))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SkyPrior:
+    """The distribution training skies are drawn from (domain randomisation).
+
+    Each training field draws its own galaxy population, noise and calibration from these
+    ranges (uniform unless stated), so the network cannot lean on one SED family, one
+    T(z) relation, one 450/250 colour or one depth. Every drawn population has its
+    luminosity function refitted to the SPIRE counts (:func:`galaxysr.sky.fit_counts`) and
+    is kept only if the rms offset of its 250/350/500 µm counts from Béthermin et al. (2012)
+    over 5–50 mJy is at most ``max_counts_rms_dex``, so the confusion stays realistic while
+    the colours change. The held-out evaluation sky (:data:`HELD_OUT_SKY`) uses an SED family
+    and a T(z) relation that are not in ``sed_families`` / ``t_relations``.
+
+    Attributes
+    ----------
+    sed_families, t_relations : tuple of str
+        Drawn with equal probability (see :func:`galaxysr.sky.sed_shape` and
+        :func:`galaxysr.sky.dust_temperature`).
+    beta, lambda0_um, alpha_mir, t_dust_at_z2, t_dust_slope, t_dust_power, t_dust_scatter_dex,
+    warm_fraction : (float, float)
+        Ranges of the :class:`~galaxysr.sky.SkyModel` parameters of the same names
+        (β; µm; mid-IR slope; K; K per unit z; exponent; dex; fraction).
+    k_lstar_low, z_break_lstar, k_phistar_high : (float, float)
+        Luminosity-function evolution (L* ∝ (1+z)^k below the break; φ* ∝ (1+z)^k above
+        its break): these move the redshift distribution.
+    clustered_fraction, clump_radius_arcsec, members_per_clump : (float, float)
+        From a Poisson sky to strong clustering with close pairs below the SPIRE beams.
+    spire_noise_scale : (float, float)
+        SPIRE instrumental noise in units of the HerMES-deep default, drawn log-uniformly.
+    spire_noise_contrast : (float, float)
+        Spatial variation of the noise (noisiest/quietest, see :func:`spire_noise_map`).
+    colour_450_250 : (float, float)
+        Range of the population's median S450/S250 (galaxies with S450 ≥ 5 mJy), drawn
+        log-uniformly; the dust temperature is tuned to reach it (:meth:`draw_sky`).
+    colour_tolerance_dex : float
+        How close to its target colour a drawn sky must come.
+    calibration_jitter : float
+        Each SPIRE band's calibration factor is drawn from 1 ± this.
+    max_counts_rms_dex : float
+        Acceptance limit on the counts (see above); the reference sky has 0.13 dex.
+    """
+
+    sed_families: tuple[str, ...] = ("mbb", "greybody", "powerlaw")
+    t_relations: tuple[str, ...] = ("linear", "power", "flat")
+    beta: tuple[float, float] = (1.5, 2.5)
+    lambda0_um: tuple[float, float] = (100.0, 250.0)
+    alpha_mir: tuple[float, float] = (1.5, 2.5)
+    t_dust_at_z2: tuple[float, float] = (24.0, 50.0)
+    t_dust_slope: tuple[float, float] = (2.0, 6.0)
+    t_dust_power: tuple[float, float] = (0.3, 0.7)
+    t_dust_scatter_dex: tuple[float, float] = (0.05, 0.15)
+    warm_fraction: tuple[float, float] = (0.0, 0.4)
+    k_lstar_low: tuple[float, float] = (2.6, 4.2)
+    z_break_lstar: tuple[float, float] = (1.5, 2.5)
+    k_phistar_high: tuple[float, float] = (-4.5, -3.0)
+    clustered_fraction: tuple[float, float] = (0.0, 0.7)
+    clump_radius_arcsec: tuple[float, float] = (5.0, 30.0)
+    members_per_clump: tuple[float, float] = (2.0, 6.0)
+    spire_noise_scale: tuple[float, float] = (0.5, 4.0)
+    spire_noise_contrast: tuple[float, float] = (1.0, 3.0)
+    colour_450_250: tuple[float, float] = (0.42, 1.2)
+    colour_tolerance_dex: float = 0.02
+    calibration_jitter: float = 0.05
+    max_counts_rms_dex: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SkyPrior":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown SkyPrior parameter(s) {', '.join(sorted(unknown))}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def _candidate(self, rng: np.random.Generator) -> SkyModel:
+        def pick(name):
+            lo, hi = getattr(self, name)
+            return float(rng.uniform(lo, hi))
+
+        return SkyModel(
+            sed_family=str(rng.choice(self.sed_families)), t_relation=str(rng.choice(self.t_relations)),
+            beta=pick("beta"), lambda0_um=pick("lambda0_um"), alpha_mir=pick("alpha_mir"),
+            t_dust_at_z2=pick("t_dust_at_z2"), t_dust_slope=pick("t_dust_slope"), t_dust_power=pick("t_dust_power"),
+            t_dust_scatter_dex=pick("t_dust_scatter_dex"), warm_fraction=pick("warm_fraction"),
+            k_lstar=(pick("k_lstar_low"), SkyModel.k_lstar[1]), z_break_lstar=pick("z_break_lstar"),
+            k_phistar=(SkyModel.k_phistar[0], pick("k_phistar_high")),
+            clustered_fraction=pick("clustered_fraction"), clump_radius_arcsec=pick("clump_radius_arcsec"),
+            members_per_clump=pick("members_per_clump"))
+
+    def draw_sky(self, rng: np.random.Generator, target_colour: float | None = None,
+                 max_tries: int = 20) -> SkyModel:
+        """One accepted galaxy population (see the class docstring).
+
+        The 450/250 colour of a population on the counts is set mostly by its dust
+        temperature, and colours far from the observed mean are rare among random draws.
+        So a target colour is drawn first (log-uniform in ``colour_450_250``), and each
+        candidate's ``t_dust_at_z2`` is adjusted by secant steps until the colour
+        (:func:`galaxysr.sky.colour_450_250`) is within ``colour_tolerance_dex`` of it;
+        candidates that miss, or miss the counts, are redrawn.
+        """
+        lo, hi = np.log(self.colour_450_250)
+        log_target = np.log(target_colour) if target_colour is not None else rng.uniform(lo, hi)
+        for _ in range(max_tries):
+            candidate = self._candidate(rng)
+            probe = int(rng.integers(2**31))
+            log_t, slope, previous = np.log(candidate.t_dust_at_z2), -1.5, None
+            for _ in range(5):
+                sky, offsets = fit_counts(replace(candidate, t_dust_at_z2=float(np.exp(log_t))))
+                log_colour = np.log(colour_450_250(draw_galaxies(0.5 * u.deg**2, np.random.default_rng(probe), sky)))
+                if previous is not None and log_t != previous[0]:
+                    slope = float(np.clip((log_colour - previous[1]) / (log_t - previous[0]), -4.0, -0.3))
+                if abs(log_colour - log_target) <= self.colour_tolerance_dex * np.log(10):
+                    break
+                previous = (log_t, log_colour)
+                log_t = float(np.clip(log_t + (log_target - log_colour) / slope, np.log(18.0), np.log(60.0)))
+            else:
+                continue
+            if np.sqrt(np.mean(np.concatenate(list(offsets.values())) ** 2)) <= self.max_counts_rms_dex:
+                return sky
+        raise RuntimeError(f"no sky drawn from the prior met the colour {np.exp(log_target):.2f} and the counts "
+                           f"within {max_tries} tries; widen max_counts_rms_dex or narrow colour_450_250")
+
+    def draw(self, seed: int, area_deg2: float, **overrides) -> SimulationConfig:
+        """The SimulationConfig of training field ``seed``: a pure function of the seed."""
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 2026]))
+        sky = self.draw_sky(rng)
+        lo, hi = np.log(self.spire_noise_scale)
+        config = SimulationConfig(
+            area_deg2=area_deg2, seed=seed, sky=sky, noise_scale=float(np.exp(rng.uniform(lo, hi))),
+            spire_noise_contrast=float(rng.uniform(*self.spire_noise_contrast)),
+            calibration=tuple(float(c) for c in 1 + rng.uniform(-1, 1, 3) * self.calibration_jitter))
+        return replace(config, **overrides)
+
+
+#: The held-out evaluation sky: a two-temperature dust SED and a saturating T(z) relation,
+#: neither of which :class:`SkyPrior` ever draws (tested), on the SPIRE counts (luminosity
+#: function refitted with :func:`galaxysr.sky.fit_counts`: rms 0.09 dex over 5–50 mJy), with
+#: a 450/250 colour of 0.81, close to independent sky models and to real COSMOS sources.
+HELD_OUT_SKY = SkyModel(sed_family="two_temperature", t_relation="saturating", beta=1.7, t_dust_at_z2=25.0,
+                        warm_luminosity_fraction=0.25, t_dust_zscale=1.0, clustered_fraction=0.4,
+                        clump_radius_arcsec=12.0, phistar_scale=0.9734, log_lstar0=10.3225, sigma_lf=0.3161)
+
+
+def held_out_simulation(seed: int, area_deg2: float, **overrides) -> SimulationConfig:
+    """A field of the held-out sky: :data:`HELD_OUT_SKY`, 1.5× HerMES-deep noise varying
+    two-fold across the field, and fixed calibration errors (+3 %, −3 %, +2 %)."""
+    config = SimulationConfig(area_deg2=area_deg2, seed=seed, sky=HELD_OUT_SKY, noise_scale=1.5,
+                              spire_noise_contrast=2.0, calibration=(1.03, 0.97, 1.02))
+    return replace(config, **overrides)
 
 
 def render_sources(x: np.ndarray, y: np.ndarray, flux: np.ndarray, shape: tuple[int, int],
@@ -96,7 +280,7 @@ def render_catalogue(truth: Table, band: Band, wcs, shape: tuple[int, int],
 
     pixel = float(np.mean(proj_plane_pixel_scales(wcs))) * u.deg
     fwhm = band.fwhm if fwhm is None else fwhm
-    sigma = float((fwhm / pixel).decompose()) / (2 * np.sqrt(2 * np.log(2)))
+    sigma = float((fwhm / pixel).decompose()) / FWHM_PER_SIGMA
     x, y = wcs.world_to_pixel_values(np.asarray(truth["ra"]), np.asarray(truth["dec"]))
     flux = column_mjy(truth, f"flux_{band.name}")
     return render_sources(np.asarray(x), np.asarray(y), flux, shape, sigma)
@@ -126,6 +310,34 @@ def daisy_rms(shape: tuple[int, int], rms0: float) -> np.ndarray:
     return rms
 
 
+def coverage_pattern(x_arcsec: np.ndarray, y_arcsec: np.ndarray, seed: int, n_modes: int = 6,
+                     wavelength_arcmin: tuple[float, float] = (4.0, 20.0)) -> np.ndarray:
+    """A smooth random pattern of zero mean and unit variance on the sky (tangent-plane
+    offsets in arcsec): a sum of plane waves of random direction, phase and wavelength.
+
+    Stands for the uneven depth of a scan map. Being a function of sky position, it is
+    the same pattern in every band whatever its pixel grid.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 77]))
+    angle = rng.uniform(0, np.pi, n_modes)
+    k = 2 * np.pi / (rng.uniform(*wavelength_arcmin, n_modes) * 60.0)
+    phase = rng.uniform(0, 2 * np.pi, n_modes)
+    waves = np.cos(k * (np.cos(angle) * x_arcsec[..., None] + np.sin(angle) * y_arcsec[..., None]) + phase)
+    return waves.sum(-1) * np.sqrt(2.0 / n_modes)
+
+
+def spire_noise_map(band: Band, shape: tuple[int, int], config: SimulationConfig) -> np.ndarray:
+    """1σ instrumental noise (mJy/beam) of a simulated SPIRE map of ``band`` on its native
+    grid of ``shape`` (centred on the field): the band's default level × ``noise_scale``,
+    modulated by :func:`coverage_pattern` so that ±2σ of it spans ``spire_noise_contrast``."""
+    ny, nx = shape
+    pixel = band.pixel.to_value(u.arcsec)
+    yy, xx = np.mgrid[:ny, :nx]
+    pattern = coverage_pattern((xx - (nx - 1) / 2) * pixel, (yy - (ny - 1) / 2) * pixel, config.seed)
+    rms0 = band.instrumental_noise.to_value(u.mJy / u.beam) * config.noise_scale
+    return rms0 * np.exp(np.log(config.spire_noise_contrast) / 4 * pattern)
+
+
 def simulate_catalogue(config: SimulationConfig) -> Table:
     """The truth catalogue of a field: positions (deg), z, L_IR, T_dust and band fluxes."""
     sky_rng, pos_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(2))
@@ -149,7 +361,9 @@ def simulate_field(config: SimulationConfig, bands=(*SPIRE_BANDS, TARGET_BAND),
     truth = simulate_catalogue(config) if truth is None else truth
     center = SkyCoord(config.ra_deg * u.deg, config.dec_deg * u.deg)
     side = np.sqrt(config.area_deg2) * u.deg
-    noise_rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(3)[2])
+    noise_seed = (np.random.SeedSequence(config.seed).spawn(3)[2] if config.noise_seed is None
+                  else np.random.SeedSequence([config.seed, config.noise_seed, 3]))
+    noise_rng = np.random.default_rng(noise_seed)
     maps = {}
     for name in bands:
         band = BANDS[name]
@@ -158,8 +372,11 @@ def simulate_field(config: SimulationConfig, bands=(*SPIRE_BANDS, TARGET_BAND),
         rms0 = band.instrumental_noise.to_value(u.mJy / u.beam) * config.noise_scale
         noise = None
         if band.instrument == "SPIRE":
-            image += rms0 * noise_rng.standard_normal(shape)
+            image *= config.calibration[SPIRE_BANDS.index(name)]
+            rms = spire_noise_map(band, shape, config)
+            image += rms * noise_rng.standard_normal(shape)
             image -= image.mean()  # SPIRE maps are high-pass filtered to zero mean
+            noise = rms.astype(np.float32) if rms0 > 0 else None
         else:
             rms = (daisy_rms(shape, rms0) if config.scuba2_coverage == "daisy"
                    else np.full(shape, rms0))
@@ -192,7 +409,7 @@ def write_mock_real(out: str, seed: int = 424242, overwrite: bool = False,
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: not empty; pass --overwrite to replace the mock pair")
+        raise FileExistsError(f"{out}: not empty; choose another folder or allow overwriting the mock pair")
     out.mkdir(parents=True, exist_ok=True)
     config = SimulationConfig(area_deg2=(spire_side_arcmin / 60) ** 2, seed=seed, ra_deg=150.12,
                               dec_deg=2.25, sky=MOCK_REAL_SKY)

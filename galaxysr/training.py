@@ -21,9 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .config import RUN_DIR, LossConfig
 from .datasets import DataConfig, TileStream, load_pairs
-from .losses import CombinedLoss, LossConfig
 from .model import ModelConfig
+
+__all__ = ["ARTIFACT_FILES", "TrainConfig", "make_strategy", "write_config", "Trainer", "export_saved_model",
+           "export_artifact", "train"]
 
 ARTIFACT_FILES = ("saved_model", "model.keras", "config.json", "metrics.json")
 
@@ -50,23 +53,27 @@ class TrainConfig:
     strategy : str
         ``mirrored`` (all local devices), ``multiworker`` (TF_CONFIG), or ``default``.
     log_every : int
-        Steps between TensorBoard scalar summaries.
+        Steps between TensorBoard scalar summaries (of each phase).
+    init_from : str or None
+        A model folder written by train.py whose weights start this run (fine-tuning, or a
+        longer schedule continued with new settings); the architecture must match.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     epochs: int = 200
-    steps_per_epoch: int = 60
+    steps_per_epoch: int = 45
     batch_size: int = 8
-    sim_per_real: int = 1
+    sim_per_real: int = 2
     learning_rate: float = 1e-3
     final_lr_fraction: float = 0.05
     beta_1: float = 0.5
     seed: int = 0
-    out_dir: str = "runs/default"
+    out_dir: str = RUN_DIR
     strategy: str = "mirrored"
     log_every: int = 10
+    init_from: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,10 +82,13 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         data = dict(data)
         data["model"] = ModelConfig.from_dict(data["model"])
-        data["loss"] = LossConfig(**data["loss"])
-        data["data"] = DataConfig(**{**data["data"], "real_dirs": tuple(data["data"]["real_dirs"])})
+        data["loss"] = LossConfig.from_dict(data["loss"])
+        data["data"] = DataConfig.from_dict(data["data"])
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {', '.join(sorted(unknown))}")
+        return cls(**data)
 
     @property
     def total_steps(self) -> int:
@@ -100,11 +110,21 @@ class TrainConfig:
 
 
 def make_strategy(name: str):
-    """A `tf.distribute` strategy by name (TF's own; no home-made scheduling)."""
+    """A `tf.distribute` strategy by name (TF's own; no home-made scheduling).
+
+    ``mirrored`` mirrors over every local GPU (or logical device); with a single device
+    it is the default strategy instead, which computes the same thing: MirroredStrategy
+    over one CPU device more than halved the training rate on a 2-core machine (sys time
+    ≈ 45 % of user time; docs/benchmarks.md).
+    """
     import tensorflow as tf
 
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        if len(devices) > 1:
+            return tf.distribute.MirroredStrategy([d.name for d in devices])
+        return tf.distribute.get_strategy()
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable "
@@ -123,6 +143,16 @@ def _is_chief(strategy) -> bool:
                                                     and "chief" not in resolver.cluster_spec().as_dict())
 
 
+#: Command-line flags of TrainConfig fields, for messages.
+_FLAGS = {"epochs": "--epochs", "learning_rate": "--lr", "batch_size": "--batch-size", "seed": "--seed",
+          "sim_per_real": "--sim-per-real", "steps_per_epoch": "--steps-per-epoch"}
+
+
+def _task_id(strategy) -> int:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return int(getattr(resolver, "task_id", 0) or 0)
+
+
 def _check_resume(config: TrainConfig, out: Path) -> None:
     saved = out / "config.json"
     if not saved.exists():
@@ -137,6 +167,12 @@ def _check_resume(config: TrainConfig, out: Path) -> None:
             raise ValueError(f"{out}: holds a run with {name}={getattr(previous, name)}, not "
                              f"{getattr(config, name)}; resuming would change its data stream — use "
                              "the same value or a new --out folder")
+    for name in ("epochs", "learning_rate", "final_lr_fraction", "beta_1"):
+        if getattr(previous, name) != getattr(config, name):
+            raise ValueError(f"{out}: holds a run with {name}={getattr(previous, name)}, not "
+                             f"{getattr(config, name)}; the learning-rate schedule is fixed by them, so "
+                             "resuming with another value would not be the run it started as — use "
+                             f"{_FLAGS.get(name, name)} {getattr(previous, name)} again, or a new --out folder")
 
 
 def write_config(config: TrainConfig, path: Path, extra: dict | None = None) -> None:
@@ -179,9 +215,12 @@ class Trainer:
             self.optimizer = keras.optimizers.Adam(schedule, beta_1=config.beta_1)
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        from .losses import CombinedLoss
+
         self.losses = {kind: CombinedLoss.from_configs(config.loss, config.model.scaling,
                                                        config.model.pixel_arcsec, config.model.target_band,
-                                                       real=(kind == "real"))
+                                                       real=(kind == "real"),
+                                                       uncertainty_head=config.model.uncertainty_head)
                        for kind in ("sim", "real")}
         # Dropout RNG states are model variables that tf.train.Checkpoint does not reach
         # through the model; save them explicitly so a resumed run draws the same masks.
@@ -189,10 +228,17 @@ class Trainer:
                       enumerate(v for v in self.model.variables if "seed_generator" in v.path)}
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
                                               rng=rng_states)
-        ckpt_dir = self.out / "checkpoints" if self.chief else self.out / f"checkpoints_worker_tmp_{os.getpid()}"
+        # Multi-worker runs share --out: the chief keeps the checkpoints, every worker
+        # restores from them, and the others save to scratch folders they delete again
+        # (saving is a collective operation every worker must join).
+        chief_dir = self.out / "checkpoints"
+        ckpt_dir = chief_dir if self.chief else self.out / f"checkpoints_worker{_task_id(self.strategy)}"
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(ckpt_dir), max_to_keep=3)
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        self.restored = tf.train.latest_checkpoint(str(chief_dir))
+        if self.restored:
+            self.checkpoint.restore(self.restored).assert_existing_objects_matched()
+        elif config.init_from:
+            self._initialise_from(config.init_from)
         self.writer = tf.summary.create_file_writer(str(self.out / "logs")) if self.chief else \
             tf.summary.create_noop_writer()
         self._step_fns = {kind: self._make_step(kind) for kind in ("sim", "real")}
@@ -246,7 +292,12 @@ class Trainer:
 
     # -- loop ---------------------------------------------------------------------------
     def run(self, max_steps: int | None = None) -> dict:
-        """Train until ``config.total_steps`` (or ``max_steps``, for splitting a run)."""
+        """Train until ``config.total_steps`` (or ``max_steps``, for splitting a run).
+
+        Prints one line per epoch (mean simulated, real and validation losses, rate, ETA,
+        checkpoint), and writes TensorBoard scalars of both phases (``sim/*``, ``real/*``)
+        every ``log_every`` steps *of that phase*, and their epoch means.
+        """
         import tensorflow as tf
         from tqdm import tqdm
 
@@ -255,6 +306,9 @@ class Trainer:
         stop = config.total_steps if max_steps is None else min(max_steps, config.total_steps)
         if self.chief:
             write_config(config, self.out / "config.json")
+        if start > 0:
+            origin = f" ({Path(self.restored).name})" if self.restored else ""
+            self._say(f"resumed from step {start} of {config.total_steps}{origin}")
         n_sim, n_real = config.steps_before(start)
         iterators = {"sim": self._distributed(self.sim_stream, n_sim * config.batch_size)}
         if self.real_stream is not None:
@@ -263,14 +317,17 @@ class Trainer:
                    desc=f"training ({self.strategy.num_replicas_in_sync} replica(s))", dynamic_ncols=True)
         history, sums, counts = [], {}, {}
         started = time.perf_counter()
+        rate = _SteadyRate()
         for step in range(start, stop):
             kind = "real" if config.is_real_step(step) else "sim"
             logs = {k: float(v) for k, v in self._step_fns[kind](iterators[kind]).items()}
             self.step.assign_add(1)
+            rate.tick()
             counts[kind] = counts.get(kind, 0) + 1
             for k, v in logs.items():
                 sums.setdefault(kind, {})[k] = sums.get(kind, {}).get(k, 0.0) + v
-            if step % config.log_every == 0 or step + 1 == stop:
+            done_of_kind = config.steps_before(step + 1)[0 if kind == "sim" else 1]
+            if done_of_kind % config.log_every == 1 or config.log_every == 1 or step + 1 == stop:
                 with self.writer.as_default(step=step):
                     for k, v in logs.items():
                         tf.summary.scalar(f"{kind}/{k}", v)
@@ -281,20 +338,64 @@ class Trainer:
             if end_of_epoch or step + 1 == stop:
                 valid = self.validate()
                 # Training losses are means over the steps of this epoch (of this session).
+                means = {kind: {k: v / counts[kind] for k, v in d.items()} for kind, d in sums.items()}
                 history.append({"step": step + 1, **{f"valid_{k}": v for k, v in valid.items()},
-                                **{f"{kind}_{k}": v / counts[kind] for kind, d in sums.items()
-                                   for k, v in d.items()}})
+                                **{f"{kind}_{k}": v for kind, d in means.items() for k, v in d.items()}})
                 sums, counts = {}, {}
                 with self.writer.as_default(step=step):
                     for k, v in valid.items():
                         tf.summary.scalar(f"valid/{k}", v)
+                    for kind, d in means.items():
+                        for k, v in d.items():
+                            tf.summary.scalar(f"{kind}_epoch/{k}", v)
                     if end_of_epoch:
                         self._image_summary(step)
-                self.manager.save(checkpoint_number=step + 1)
+                saved = self._save(step + 1)
+                losses = "  ".join(f"{kind} {d['total']:.4f}" for kind, d in means.items())
+                eta = rate.eta(config.total_steps - step - 1)
+                self._say(f"epoch {(step + 1 + config.steps_per_epoch - 1) // config.steps_per_epoch}/{config.epochs} "
+                          f"step {step + 1}: loss {losses}  valid {valid['total']:.4f}  |  {rate.rate():.2f} steps/s"
+                          f"{f', ETA {eta}' if eta else ''}  |  checkpoint {saved}", bar)
         bar.close()
         self.writer.flush()
         elapsed = time.perf_counter() - started
         return {"history": history, "seconds": elapsed, "steps": stop - start}
+
+    def _initialise_from(self, folder: str) -> None:
+        """Start from the weights of the model in ``folder`` (a train.py model folder)."""
+        import keras
+
+        from .model import pixel_shuffle_layer
+
+        path = Path(folder) / "model.keras"
+        if not path.exists():
+            raise ValueError(f"{folder}: no model.keras to start from; give a model folder written by train.py")
+        pixel_shuffle_layer()
+        source = keras.saving.load_model(path, compile=False)
+        try:
+            self.model.set_weights(source.get_weights())
+        except ValueError as error:
+            raise ValueError(f"{folder}: its architecture differs from this run's ({error}); use the same "
+                             "model settings to start from it") from None
+
+    def _save(self, number: int) -> str:
+        """Checkpoint after step ``number``; returns what to report."""
+        import tensorflow as tf
+
+        path = self.manager.save(checkpoint_number=number)
+        if not self.chief:
+            tf.io.gfile.rmtree(self.manager.directory)
+            return "saved by the chief"
+        return f"saved ({Path(path).name})"
+
+    def _say(self, line: str, bar=None) -> None:
+        """One line of progress from the chief (through tqdm when a bar is showing)."""
+        if not self.chief:
+            return
+        if bar is not None and not bar.disable:
+            bar.write(line)
+        else:
+            print(line, flush=True)
 
     def _image_summary(self, step: int, n: int = 3) -> None:
         import tensorflow as tf
@@ -303,7 +404,7 @@ class Trainer:
         outputs = self.model(inputs, training=False).numpy()
         tf.summary.image("input_spire_250", inputs[..., :1].clip(0, 1), step=step, max_outputs=n)
         tf.summary.image("target_450", np.nan_to_num(targets).clip(0, 1), step=step, max_outputs=n)
-        tf.summary.image("output_450", outputs, step=step, max_outputs=n)
+        tf.summary.image("output_450", outputs[..., :1], step=step, max_outputs=n)
 
     def export(self, metrics: dict | None = None) -> Path:
         """Write the ModelArtifact folder ``out_dir/model`` (chief only)."""
@@ -311,6 +412,32 @@ class Trainer:
         if self.chief:
             export_artifact(self.model, self.config, artifact, metrics)
         return artifact
+
+
+class _SteadyRate:
+    """Steps per second over the last steps (not since start-up, which is slow: tracing,
+    the first epoch's caches), for an honest ETA."""
+
+    def __init__(self, window: int = 200):
+        from collections import deque
+
+        self.times = deque(maxlen=window)
+
+    def tick(self) -> None:
+        self.times.append(time.perf_counter())
+
+    def rate(self) -> float:
+        if len(self.times) < 2:
+            return float("nan")
+        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+
+    def eta(self, remaining_steps: int) -> str:
+        """``'1 h 05 min'``-style time left, or '' before the rate settles."""
+        rate = self.rate()
+        if len(self.times) < 20 or not np.isfinite(rate) or rate <= 0 or remaining_steps <= 0:
+            return ""
+        minutes = int(round(remaining_steps / rate / 60))
+        return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 def export_saved_model(model, path: str | os.PathLike) -> None:
@@ -356,6 +483,7 @@ def train(config: TrainConfig, max_steps: int | None = None, progress: bool = Tr
     trainer = Trainer(config, progress=progress, strategy=strategy)
     summary = trainer.run(max_steps=max_steps)
     summary["final_step"] = int(trainer.step.numpy())
+    summary["chief"] = trainer.chief
     if summary["final_step"] >= config.total_steps:
         final = summary["history"][-1] if summary["history"] else {}
         summary["artifact"] = str(trainer.export({"validation": final, "train_seconds": summary["seconds"]}))

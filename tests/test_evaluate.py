@@ -1,3 +1,4 @@
+import json
 import numpy as np
 import pytest
 from astropy import units as u
@@ -109,13 +110,17 @@ def test_evaluate_command_writes_the_report(tmp_path):
     readme.write_text("intro\n<!-- evaluation:start -->\nold\n<!-- evaluation:end -->\nrest\n")
     out = tmp_path / "report"
     assert main(["evaluate", "--area", "0.02", "--seeds", "2003", "--field-dir", str(tmp_path / "fields"),
-                 "--out", str(out), "--update-readme", str(readme), "--no-progress"]) == 0
-    for name in ("report.md", "metrics.json", "fields.png", "completeness_purity.png", "flux.png",
-                 "offsets.png", "psf.png"):
-        assert (out / name).stat().st_size > 0, name
+                 "--sky", "held_out", "training", "--out", str(out), "--update-readme", str(readme),
+                 "--no-progress"]) == 0
+    assert (out / "report.md").stat().st_size > 0 and (out / "metrics.json").stat().st_size > 0
+    for sky in ("held_out", "training"):
+        for name in ("fields.png", "completeness_purity.png", "flux.png", "offsets.png", "psf.png"):
+            assert (out / f"{sky}_{name}").stat().st_size > 0, (sky, name)
     text = readme.read_text()
     assert "galaxysr network" in text and "old" not in text and text.endswith("rest\n")
-    assert "## Against the baselines" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "## The network on each sky" in report and "### Against the baselines" in report
+    assert set(json.loads((out / "metrics.json").read_text())) == {"held_out", "training"}
 
 
 def test_real_pair_evaluation_scores_against_the_scuba2_catalogue(tmp_path):
@@ -123,10 +128,36 @@ def test_real_pair_evaluation_scores_against_the_scuba2_catalogue(tmp_path):
 
     from galaxysr.evaluate import evaluate_real, write_report
 
-    pair = Path(__file__).resolve().parents[1] / "data" / "mock_real"
+    pair = Path(__file__).resolve().parents[1] / "galaxysr" / "data" / "mock_real"
     results = evaluate_real(pair, progress=False)
     network = results["methods"]["network"]
     assert results["reference"].startswith("SCUBA-2") and network["n_reference"] > 10
     assert 0 < network["n_matched"] <= min(network["n_detections"], network["n_reference"])
     assert "truth" not in results["methods"]
-    assert write_report(results, tmp_path / "real").exists()
+    assert write_report({"real pair": results}, tmp_path / "real").exists()
+
+
+def test_shipped_model_reads_450_from_350_and_500_not_from_250():
+    # Item 4 of the sky-robustness work: the physics says S450 follows S350/S500 (×1.04 of
+    # their log-interpolation for every dust SED), whatever S250 does.
+    from galaxysr.evaluate import colour_response
+    from galaxysr.inference import load_artifact
+    from galaxysr.simulate import held_out_simulation
+
+    artifact = load_artifact()
+    config = held_out_simulation(seed=2101, area_deg2=0.09)
+    blue = colour_response(artifact, config, {"spire_250": 0.7})
+    assert blue["n"] >= 8
+    assert abs(blue["ratio"] - 1) < 0.10, blue
+    red = colour_response(artifact, config, {"spire_350": 1.3, "spire_500": 1.3})
+    assert 1.22 <= red["ratio"] <= 1.38, red
+
+
+def test_figures_leave_the_users_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    from galaxysr.plots import beams
+
+    before = matplotlib.get_backend()
+    beams({"methods": {"network": {"output_fwhm_arcsec": 8.1}}}, tmp_path / "beam.png")
+    assert matplotlib.get_backend() == before and (tmp_path / "beam.png").stat().st_size > 1000

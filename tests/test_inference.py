@@ -9,7 +9,7 @@ from astropy.modeling import fitting, models
 from astropy.table import Table
 
 from galaxysr.cli import main
-from galaxysr.inference import load_artifact, super_resolve
+from galaxysr.inference import load_artifact, super_resolve_maps
 from galaxysr.instruments import BANDS, SPIRE_BANDS
 from galaxysr.maps import read_map, write_map
 from galaxysr.model import ModelConfig, build_generator
@@ -64,11 +64,11 @@ def test_jy_per_beam_smap_input_gives_the_same_map(tiny_artifact, field_files, t
         header["BUNIT"] = "Jy/beam"
         primary = fits.PrimaryHDU()
         primary.header["WAVELN"] = int(band[-3:])
-        fits.HDUList([primary, fits.ImageHDU(m.data / 1000, header, name="image")]).writeto(
-            tmp_path / f"smap_{band[-3:]}.fits")
-    a = super_resolve({b: read_map(folder / f"cosmos_{b[-3:]}.fits", band=b) for b in SPIRE_BANDS},
+        fits.HDUList([primary, fits.ImageHDU(m.data / 1000, header, name="image"),
+                      fits.ImageHDU(m.noise / 1000, header, name="error")]).writeto(tmp_path / f"smap_{band[-3:]}.fits")
+    a = super_resolve_maps({b: read_map(folder / f"cosmos_{b[-3:]}.fits", band=b) for b in SPIRE_BANDS},
                       tiny_artifact, progress=False)
-    b = super_resolve({b: read_map(tmp_path / f"smap_{b[-3:]}.fits", band=b) for b in SPIRE_BANDS},
+    b = super_resolve_maps({b: read_map(tmp_path / f"smap_{b[-3:]}.fits", band=b) for b in SPIRE_BANDS},
                       tiny_artifact, progress=False)
     np.testing.assert_allclose(a.data, b.data, rtol=1e-4, atol=1e-4)
 
@@ -80,7 +80,7 @@ def test_nan_holes_stay_nan_and_do_not_spread(tiny_artifact, field_files):
     holed = m.data.copy()
     holed[30:40, 30:40] = np.nan
     maps["spire_250"] = replace(m, data=holed)
-    out = super_resolve(maps, tiny_artifact, progress=False)
+    out = super_resolve_maps(maps, tiny_artifact, progress=False)
     hole_centre = m.wcs.pixel_to_world(34.5, 34.5)
     x, y = (int(round(float(v))) for v in out.wcs.world_to_pixel(hole_centre))
     assert np.isnan(out.data[y, x])
@@ -92,14 +92,14 @@ def test_nan_holes_stay_nan_and_do_not_spread(tiny_artifact, field_files):
 
 def test_map_smaller_than_a_tile_is_padded(tiny_artifact):
     field = simulate_field(SimulationConfig(area_deg2=0.0009, seed=3), bands=SPIRE_BANDS)  # 1.8′ < one tile
-    out = super_resolve({b: field[b] for b in SPIRE_BANDS}, tiny_artifact, progress=False)
+    out = super_resolve_maps({b: field[b] for b in SPIRE_BANDS}, tiny_artifact, progress=False)
     assert out.shape[0] < tiny_artifact.config.tile and np.isfinite(out.data).mean() > 0.95
 
 
 @pytest.mark.parametrize("ra, dec", [(0.005, 1.0), (120.0, 89.8)], ids=["ra0", "pole"])
 def test_maps_across_ra_zero_and_near_the_pole(tiny_artifact, ra, dec):
     field = simulate_field(SimulationConfig(area_deg2=0.005, seed=4, ra_deg=ra, dec_deg=dec), bands=SPIRE_BANDS)
-    out = super_resolve({b: field[b] for b in SPIRE_BANDS}, tiny_artifact, progress=False)
+    out = super_resolve_maps({b: field[b] for b in SPIRE_BANDS}, tiny_artifact, progress=False)
     assert np.isfinite(out.data).mean() > 0.95
     centre = out.wcs.pixel_to_world((out.shape[1] - 1) / 2, (out.shape[0] - 1) / 2)
     assert centre.separation(SkyCoord(ra * u.deg, dec * u.deg)) < 1 * u.arcsec
@@ -184,8 +184,8 @@ def test_shipped_model_places_a_point_source_with_a_scuba2_like_beam():
     field = simulate_field(SimulationConfig(area_deg2=0.02, seed=501))
     m = field["spire_250"]
     position = m.wcs.pixel_to_world(m.shape[1] / 2 + 0.3, m.shape[0] / 2 - 0.4)
-    base = super_resolve({b: field[b] for b in SPIRE_BANDS}, artifact, progress=False)
-    injected = super_resolve(_with_injected_source(field, 30.0, position), artifact, progress=False)
+    base = super_resolve_maps({b: field[b] for b in SPIRE_BANDS}, artifact, progress=False)
+    injected = super_resolve_maps(_with_injected_source(field, 30.0, position), artifact, progress=False)
     response = injected.data - base.data  # the network's response to the injected galaxy
     x0, y0 = (float(v) for v in injected.wcs.world_to_pixel(position))
     yy, xx = np.mgrid[: response.shape[0], : response.shape[1]]
@@ -203,11 +203,11 @@ def test_one_tile_equals_many_overlapping_tiles():
     artifact = load_artifact()
     field = simulate_field(SimulationConfig(area_deg2=0.02, seed=502), bands=SPIRE_BANDS)
     maps = {b: field[b] for b in SPIRE_BANDS}
-    many = super_resolve(maps, artifact, progress=False)
+    many = super_resolve_maps(maps, artifact, progress=False)
     one_tile = replace(artifact, config=replace(artifact.config, tile=512))
     one_tile.__dict__["predict_fn"] = artifact.predict_fn
     assert many.shape[0] <= 512
-    single = super_resolve(maps, one_tile, progress=False)
+    single = super_resolve_maps(maps, one_tile, progress=False)
     both = np.isfinite(single.data) & np.isfinite(many.data)
     diff = np.abs(single.data - many.data)[both]
     assert np.median(diff) < 0.05 and np.percentile(diff, 99) < 0.1 * np.nanmax(single.data)

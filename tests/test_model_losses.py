@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -5,8 +7,8 @@ import keras
 from astropy import units as u
 
 from galaxysr.instruments import BANDS
-from galaxysr.losses import (ApertureFluxLoss, CombinedLoss, L1Loss, MeanFluxLoss, MedianFluxLoss,
-                             _masked_median, aperture_sums, disk_kernel)
+from galaxysr.losses import (ApertureFluxLoss, CombinedLoss, L1Loss, MeanFluxLoss, MedianFluxLoss, PeakFluxLoss,
+                             UncertaintyLoss, _masked_median, aperture_sums, disk_kernel, local_peaks)
 from galaxysr.model import FluxScaling, ModelConfig, build_generator
 from galaxysr.simulate import render_sources
 
@@ -24,7 +26,7 @@ def _sky(sources, shape=(64, 64), background=0.0):
 
 
 ALL = [L1Loss(), MeanFluxLoss(), MedianFluxLoss(), ApertureFluxLoss(), ApertureFluxLoss(use_generated=True),
-       CombinedLoss(), CombinedLoss(real=True)]
+       PeakFluxLoss(), PeakFluxLoss(use_generated=True), CombinedLoss(), CombinedLoss(real=True)]
 
 
 @pytest.mark.parametrize("loss", ALL, ids=lambda l: f"{type(l).__name__}")
@@ -90,11 +92,67 @@ def test_combined_terms_equal_each_term_alone():
     for real in (False, True):
         terms = CombinedLoss(real=real).per_term(target, pred)
         alone = {"l1": L1Loss(), "mean_flux": MeanFluxLoss(), "median_flux": MedianFluxLoss(),
-                 "aperture_flux": ApertureFluxLoss(use_generated=real)}
+                 "aperture_flux": ApertureFluxLoss(use_generated=real), "peak_flux": PeakFluxLoss(use_generated=real)}
         assert set(terms) == set(alone)
         for name, loss in alone.items():
             assert float(terms[name][0]) == pytest.approx(float(loss(target, pred)), rel=1e-6), (name, real)
             assert float(terms[name][0]) > 0, (name, real)
+
+
+def test_peak_term_penalises_a_blurred_source_of_the_right_flux():
+    # Same total flux, twice the beam area: the aperture term sees only what spills out of
+    # the aperture (94 % → 75 % of 20 mJy); the beam-matched peak of a Gaussian of twice
+    # the area reads 2/3 of the true peak (σ_p² + σ_p² over σ_p² + 2σ_p²).
+    sharp = _sky([(32, 32, 20.0)])
+    x, y = np.mgrid[:64, :64]
+    wide = 10.0 * np.exp(-0.5 * ((x - 32) ** 2 + (y - 32) ** 2) / (2 * SIGMA_450**2))
+    blurred = tf.constant(SCALING.forward(wide)[None, :, :, None], tf.float32)
+    assert float(PeakFluxLoss()(sharp, blurred)) == pytest.approx(20.0 / 3, rel=0.05)
+    assert float(ApertureFluxLoss()(sharp, blurred)) < 0.7 * float(PeakFluxLoss()(sharp, blurred))
+    # A sharp source 1.5 pixels off costs the peak term little: position is not its job.
+    shifted = _sky([(33.5, 32, 20.0)])
+    assert float(PeakFluxLoss()(sharp, shifted)) < 0.1 * float(PeakFluxLoss()(sharp, blurred))
+    # Pixel-scale spikes (a checkerboard) on the blurred source do not buy a better score.
+    checker = wide * (1 + 0.6 * np.where((x + y) % 2 == 0, 1.0, -1.0))
+    spiky = tf.constant(SCALING.forward(checker)[None, :, :, None], tf.float32)
+    assert float(PeakFluxLoss()(sharp, spiky)) == pytest.approx(float(PeakFluxLoss()(sharp, blurred)), rel=0.1)
+
+
+def test_local_peaks_find_the_largest_pixel_near_each_position():
+    image = np.zeros((1, 20, 20), np.float32)
+    image[0, 10, 12] = 5.0
+    image[0, 3, 3] = 9.0
+    peaks = local_peaks(tf.constant(image), tf.constant([[[10.0, 10.0], [15.0, 15.0]]]), radius_px=2.0)
+    np.testing.assert_allclose(peaks.numpy(), [[5.0, 0.0]])
+
+
+def test_uncertainty_loss_is_smallest_at_the_true_error_and_leaves_the_map_alone():
+    rng = np.random.default_rng(3)
+    target = rng.uniform(0.0, 0.5, (1, 32, 32, 1)).astype("float32")
+    error = 0.04
+    pred = target + rng.laplace(0.0, error, target.shape).astype("float32")
+
+    def loss_at(scale):
+        return float(UncertaintyLoss()(target, np.concatenate([pred, np.full_like(pred, scale)], -1)))
+
+    scales = [0.01, 0.02, 0.04, 0.08, 0.16]
+    assert scales[int(np.argmin([loss_at(b) for b in scales]))] == error
+    both = tf.Variable(np.concatenate([pred, np.full_like(pred, 0.05)], -1))
+    with tf.GradientTape() as tape:
+        value = UncertaintyLoss()(target, both)
+    grad = tape.gradient(value, both).numpy()
+    assert np.all(grad[..., 0] == 0) and np.abs(grad[..., 1]).sum() > 0
+
+
+def test_combined_loss_uses_the_error_channel_only_when_there_is_one():
+    target = _sky([(20, 30, 20.0)])
+    pred = _sky([(21, 30, 15.0)])
+    with_error = tf.concat([pred, tf.fill(tf.shape(pred), 0.05)], -1)
+    loss = CombinedLoss()
+    assert "uncertainty" not in loss.per_term(target, pred)
+    terms = loss.per_term(target, with_error)
+    assert "uncertainty" in terms
+    assert float(terms["l1"][0]) == pytest.approx(float(loss.per_term(target, pred)["l1"][0]))
 
 
 def test_real_data_term_uses_sources_on_the_generated_map():
@@ -132,12 +190,17 @@ def test_flux_scaling_round_trip_and_ceiling():
     assert SCALING.inverse(0.999999) < 500.0 and SCALING.forward(2000.0) > 1.0
 
 
-def test_generator_shapes_and_range():
-    config = ModelConfig(depth=4, base_filters=4, tile=64)
+@pytest.mark.parametrize("upsampling", ["transpose", "subpixel", "subpixel_head"])
+def test_generator_shapes_and_range(upsampling):
+    config = ModelConfig(depth=4, base_filters=4, tile=64, upsampling=upsampling)
+    assert config.n_channels == 6  # three maps and their noise
     model = build_generator(config)
-    out = model(np.random.rand(2, 64, 96, 3).astype("float32"))
-    assert out.shape == (2, 64, 96, 1)
-    assert float(tf.reduce_min(out)) >= 0 and float(tf.reduce_max(out)) <= 1
+    out = model(np.random.rand(2, 64, 96, 6).astype("float32"))
+    assert out.shape == (2, 64, 96, 2)  # the map and its error scale
+    assert float(tf.reduce_min(out[..., 0])) >= 0 and float(tf.reduce_max(out[..., 0])) <= 1
+    assert float(tf.reduce_min(out[..., 1])) > 0
+    plain = build_generator(replace(config, noise_inputs=False, uncertainty_head=False))
+    assert plain(np.random.rand(1, 64, 64, 3).astype("float32")).shape == (1, 64, 64, 1)
     with pytest.raises(ValueError, match="multiple"):
         ModelConfig(depth=4, tile=100)
 
@@ -148,7 +211,7 @@ def test_model_and_losses_round_trip_in_keras_format(tmp_path):
                                                        pixel_arcsec=2.0))
     model.save(tmp_path / "m.keras")
     back = keras.saving.load_model(tmp_path / "m.keras")
-    x = np.random.rand(1, 32, 32, 1).astype("float32")
+    x = np.random.rand(1, 32, 32, 2).astype("float32")
     np.testing.assert_allclose(back.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
     assert isinstance(back.loss, CombinedLoss) and back.loss.real and back.loss.weights["mean_flux"] == 0.5
     for loss in ALL:

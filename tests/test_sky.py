@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from astropy import units as u
@@ -9,7 +11,7 @@ from galaxysr.cli import main
 from galaxysr.instruments import BANDS, SPIRE_BANDS
 from galaxysr.maps import read_field
 from galaxysr.simulate import SimulationConfig, band_grid, render_catalogue, simulate_field
-from galaxysr.sky import differential_counts, draw_galaxies
+from galaxysr.sky import SkyModel, differential_counts, draw_galaxies
 
 from importlib.resources import files
 
@@ -115,3 +117,73 @@ def test_simulate_command_writes_a_readable_field(tmp_path):
     assert len(field.truth) > 10 and field.truth["ra"].unit == u.deg
     assert main(["simulate", "--area", "0.01", "--n-fields", "2", "--out", str(tmp_path / "many")]) == 0
     assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["field_00001", "field_00002"]
+
+
+# -- randomised training skies (domain randomisation) and the held-out sky -----------------
+
+from galaxysr.simulate import HELD_OUT_SKY, SkyPrior, held_out_simulation  # noqa: E402
+from galaxysr.sky import SED_FAMILIES, T_RELATIONS, colour_450_250, expected_counts_offsets  # noqa: E402
+
+
+def _rms(offsets):
+    return float(np.sqrt(np.mean(np.concatenate(list(offsets.values())) ** 2)))
+
+
+@pytest.mark.parametrize("target,seed", [(0.45, 7), (1.0, 3)])
+def test_prior_reaches_both_ends_of_the_colour_range_on_the_counts(target, seed):
+    # The training prior must span S450/S250 ≈ 0.45–1.0 (galaxysr's own sky: 0.54; real
+    # COSMOS sources 0.72; independent sky models ≈ 0.8) while staying on the SPIRE counts.
+    prior = SkyPrior()
+    assert prior.colour_450_250[0] <= 0.45 and prior.colour_450_250[1] >= 1.0
+    sky = prior.draw_sky(np.random.default_rng(seed), target_colour=target)
+    cat = draw_galaxies(1 * u.deg**2, np.random.default_rng(99), sky)   # an independent draw
+    assert colour_450_250(cat) == pytest.approx(target, rel=0.08)
+    assert _rms(expected_counts_offsets(sky)) <= prior.max_counts_rms_dex
+    # The realised counts, not only the expected ones, sit on Béthermin et al. (2012).
+    from galaxysr.sky import counts_offsets
+    assert _rms(counts_offsets(cat, 1 * u.deg**2)) <= prior.max_counts_rms_dex + 0.05
+
+
+def test_training_fields_differ_in_sky_noise_and_calibration():
+    prior = SkyPrior()
+    a, b = prior.draw(1, 0.04), prior.draw(2, 0.04)
+    assert prior.draw(1, 0.04) == a                       # a pure function of the seed
+    assert a.sky != b.sky and a.noise_scale != b.noise_scale and a.calibration != b.calibration
+    for config in (a, b):
+        assert prior.spire_noise_scale[0] <= config.noise_scale <= prior.spire_noise_scale[1]
+        assert all(abs(c - 1) <= prior.calibration_jitter for c in config.calibration)
+
+
+def test_held_out_sky_is_never_drawn_in_training():
+    # By construction: its SED family and T(z) relation are not among the prior's choices.
+    prior = SkyPrior()
+    assert HELD_OUT_SKY.sed_family in SED_FAMILIES and HELD_OUT_SKY.t_relation in T_RELATIONS
+    assert HELD_OUT_SKY.sed_family not in prior.sed_families
+    assert HELD_OUT_SKY.t_relation not in prior.t_relations
+    candidates = [prior._candidate(np.random.default_rng(s)) for s in range(200)]
+    assert not any(c.sed_family == HELD_OUT_SKY.sed_family or c.t_relation == HELD_OUT_SKY.t_relation
+                   for c in candidates)
+    # ... and it is a realistic sky: on the counts, with a colour near real sources'.
+    assert _rms(expected_counts_offsets(HELD_OUT_SKY)) < 0.12
+    cat = draw_galaxies(1 * u.deg**2, np.random.default_rng(4), HELD_OUT_SKY)
+    assert 0.7 < colour_450_250(cat) < 0.9
+
+
+def test_spatially_varying_spire_noise_is_in_the_maps_and_their_noise_maps():
+    config = held_out_simulation(seed=5, area_deg2=0.04, sky=SkyModel(phistar_scale=1e-6))  # (almost) no galaxies
+    field = simulate_field(config, bands=SPIRE_BANDS)
+    for band in SPIRE_BANDS:
+        m = field[band]
+        expected = BANDS[band].instrumental_noise.to_value(u.mJy / u.beam) * config.noise_scale
+        assert np.median(m.noise) == pytest.approx(expected, rel=0.25)
+        assert m.noise.max() / m.noise.min() > 1.3                 # it varies across the field
+        # The map's scatter follows its noise map, pixel by pixel.
+        assert np.std(m.data / m.noise) == pytest.approx(1.0, rel=0.05)
+
+
+def test_calibration_errors_scale_the_spire_maps():
+    base = SimulationConfig(area_deg2=0.01, seed=8, noise_scale=0.0)
+    off = replace(base, calibration=(1.05, 1.0, 0.95))
+    a, b = simulate_field(base, bands=SPIRE_BANDS), simulate_field(off, bands=SPIRE_BANDS)
+    for band, factor in zip(SPIRE_BANDS, off.calibration):
+        np.testing.assert_allclose(b[band].data, factor * a[band].data, rtol=1e-5, atol=1e-5)

@@ -33,7 +33,7 @@ def mock_real(tmp_path_factory):
 
 def tiny_config(tmp_path, sim_dir, real=(), **kwargs):
     data = DataConfig(sim_dir=sim_dir, n_sim_fields=2, sim_area_deg2=0.01, n_valid_tiles=4,
-                      real_dirs=tuple(real))
+                      real_dirs=tuple(real), randomise=False)
     defaults = dict(model=TINY_MODEL, data=data, epochs=2, steps_per_epoch=3, batch_size=4,
                     sim_per_real=1 if real else 0, out_dir=str(tmp_path / "run"), strategy="default",
                     learning_rate=3e-3)
@@ -50,6 +50,9 @@ def test_short_run_lowers_the_loss(tmp_path, sim_dir):
 
 
 def _weights(folder):
+    from galaxysr.model import pixel_shuffle_layer
+
+    pixel_shuffle_layer()  # registers the custom layer before loading
     model = tf.keras.models.load_model(Path(folder) / "model" / "model.keras")
     return model.get_weights()
 
@@ -88,7 +91,7 @@ def test_exported_savedmodel_matches_the_in_memory_model(tmp_path, sim_dir):
     trainer = Trainer(config, progress=False)
     trainer.run()
     artifact = trainer.export()
-    x = np.random.default_rng(0).random((2, 64, 64, 3)).astype("float32")
+    x = np.random.default_rng(0).random((2, 64, 64, config.model.n_channels)).astype("float32")
     loaded = tf.saved_model.load(str(artifact / "saved_model"))  # keep a reference while serving
     served = loaded.serve(tf.constant(x)).numpy()
     np.testing.assert_allclose(served, trainer.model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
@@ -144,7 +147,7 @@ def test_bad_configurations_fail_before_training(tmp_path, sim_dir, mock_real):
 def test_mock_real_pair_is_reproducible_by_its_command(tmp_path):
     from astropy.io import fits
 
-    shipped = REPO / "data" / "mock_real"
+    shipped = REPO / "galaxysr" / "data" / "mock_real"
     made = write_mock_real(tmp_path / "again")
     for name in ("spire_250.fits", "scuba2_450.fits", "scuba2_450_rms.fits"):
         with fits.open(shipped / name) as a, fits.open(made / name) as b:
@@ -166,12 +169,12 @@ def test_multiworker_strategy_trains_with_two_local_workers(tmp_path, sim_dir):
     # Simulate the fields once, so both workers read the same ones.
     from galaxysr.datasets import ensure_simulated_fields
 
-    ensure_simulated_fields(DataConfig(sim_dir=sim_dir, n_sim_fields=2, sim_area_deg2=0.01),
+    ensure_simulated_fields(DataConfig(sim_dir=sim_dir, n_sim_fields=2, sim_area_deg2=0.01, randomise=False),
                             [1, 2, 1001], progress=False)
     args = [sys.executable, str(REPO / "train.py"), "--epochs", "1", "--steps-per-epoch", "3",
             "--batch-size", "4", "--tile", "32", "--depth", "3", "--base-filters", "4", "--sim-per-real", "0",
             "--n-sim-fields", "2", "--sim-area", "0.01", "--sim-dir", sim_dir, "--strategy", "multiworker",
-            "--no-progress"]
+            "--no-progress", "--no-randomise", "--no-calibration"]
     procs = []
     for index in range(2):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
@@ -189,3 +192,55 @@ def test_multiworker_strategy_trains_with_two_local_workers(tmp_path, sim_dir):
     assert "trained 3 steps" in outputs[0]
     assert (tmp_path / "w0" / "model" / "saved_model").exists()      # the chief exports
     assert not (tmp_path / "w1" / "model").exists()                  # the other worker does not
+
+
+def _workers(args, out, ports, extra=()):
+    """Start two MultiWorkerMirroredStrategy workers on 127.0.0.1 sharing ``out``; wait."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+                   CUDA_VISIBLE_DEVICES="")
+        procs.append(subprocess.Popen(args + ["--out", str(out), *extra], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=300)[0])
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+    return outputs
+
+
+@pytest.mark.slow
+def test_multiworker_run_stopped_and_restarted_equals_an_uninterrupted_one(tmp_path, sim_dir):
+    from galaxysr.datasets import ensure_simulated_fields
+
+    ensure_simulated_fields(DataConfig(sim_dir=sim_dir, n_sim_fields=2, sim_area_deg2=0.01, randomise=False),
+                            [1, 2, 1001], progress=False)
+    args = [sys.executable, str(REPO / "train.py"), "--epochs", "2", "--steps-per-epoch", "3",
+            "--batch-size", "4", "--tile", "32", "--depth", "3", "--base-filters", "4", "--sim-per-real", "0",
+            "--n-sim-fields", "2", "--sim-area", "0.01", "--sim-dir", sim_dir, "--no-randomise",
+            "--strategy", "multiworker", "--no-progress", "--no-calibration"]
+    _workers(args, tmp_path / "whole", [_free_port(), _free_port()])
+    _workers(args, tmp_path / "parts", [_free_port(), _free_port()], ["--max-steps", "3"])   # both stopped
+    outputs = _workers(args, tmp_path / "parts", [_free_port(), _free_port()])             # both restarted
+    assert "resumed from step 3" in outputs[0]
+    for wa, wb in zip(_weights(tmp_path / "whole"), _weights(tmp_path / "parts")):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+    assert not list((tmp_path / "parts").glob("checkpoints_worker*"))  # the other worker's scratch is gone
+
+
+def test_a_run_can_start_from_another_models_weights(tmp_path, sim_dir):
+    first = tiny_config(tmp_path / "first", sim_dir, epochs=1, steps_per_epoch=2)
+    train(first, progress=False)
+    second = tiny_config(tmp_path / "second", sim_dir, epochs=1, steps_per_epoch=2,
+                         init_from=str(Path(first.out_dir) / "model"))
+    trainer = Trainer(second, progress=False)
+    for a, b in zip(trainer.model.get_weights(), _weights(first.out_dir)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="architecture differs"):
+        Trainer(replace(second, out_dir=str(tmp_path / "third"),
+                        model=replace(second.model, base_filters=8)), progress=False)

@@ -1,0 +1,353 @@
+"""Scores of a catalogue against a reference: matching, completeness, purity, flux and
+position statistics, how maps render isolated sources, error statistics."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import QTable, Table
+
+from ..config import EVAL_FIELD_DIR, EVALUATION_SEEDS
+from ..instruments import BANDS, FWHM_PER_SIGMA, TARGET_BAND
+from ..maps import Map
+from ..simulate import column_mjy
+
+#: Targets on the held-out sky (Lauritsen et al. 2021's, tightened where galaxysr must do
+#: better; see docs/evaluation.md): (comparison, value).
+TARGETS = {"completeness_above_15mjy": (">=", 0.95), "min_purity": (">=", 0.87),
+           "median_offset_arcsec_above_10mjy": ("<=", 1.5), "median_flux_ratio_above_9mjy": ("within", 0.10),
+           "median_flux_ratio_5_9mjy": ("within", 0.15), "output_fwhm_arcsec": ("<=", 8.3)}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How fields are scored.
+
+    Attributes
+    ----------
+    seeds, area_deg2 : tuple of int, float
+        Held-out simulated fields (made into ``field_dir`` on first use), for each sky.
+    skies : tuple of str
+        Which skies to score (:data:`SKIES`): ``held_out`` (:data:`~galaxysr.simulate.HELD_OUT_SKY`,
+        an SED family and T(z) relation never drawn in training — the headline numbers) and
+        ``training`` (drawn from the training prior at the evaluation seeds).
+    snr, min_flux_mjy : float
+        Detection: S/N threshold against the map noise, with an absolute floor (mJy/beam)
+        for near-noiseless maps (network output, truth).
+    truth_min_mjy : float
+        Truth sources fainter than this are not counted as missed.
+    match_radius_arcsec : float or None
+        One-to-one matching radius; default the 450 µm beam FWHM.
+    flux_bins_mjy : tuple of float
+        Bin edges for completeness, purity and flux recovery.
+    edge_arcsec : float
+        Sources this close to a map edge are left out (the SPIRE 500 µm beam).
+    """
+
+    seeds: tuple[int, ...] = EVALUATION_SEEDS
+    area_deg2: float = 0.25
+    field_dir: str = EVAL_FIELD_DIR
+    skies: tuple[str, ...] = ("held_out", "training")
+    snr: float = 4.0
+    min_flux_mjy: float = 3.0
+    truth_min_mjy: float = 2.0
+    match_radius_arcsec: float | None = None
+    flux_bins_mjy: tuple[float, ...] = (3, 5, 7, 9, 12, 15, 20, 30, 50, 100)
+    edge_arcsec: float = BANDS["spire_500"].fwhm.to_value(u.arcsec)
+
+    @property
+    def radius(self) -> u.Quantity:
+        value = self.match_radius_arcsec
+        return (BANDS[TARGET_BAND].fwhm if value is None else value * u.arcsec).to(u.arcsec)
+
+
+def match(detections: SkyCoord, det_flux: np.ndarray, reference: SkyCoord, ref_flux: np.ndarray,
+          radius: u.Quantity) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matches (index into detections, index into reference) within ``radius``.
+
+    Reference sources claim detections brightest first, each its nearest free detection,
+    so a faint neighbour cannot steal the counterpart of a bright source and no detection
+    is matched twice.
+    """
+    if len(detections) == 0 or len(reference) == 0:
+        return np.array([], int), np.array([], int)
+    i_ref, i_det, sep, _ = detections.search_around_sky(reference, radius)
+    order = np.lexsort((sep.arcsec, -np.asarray(ref_flux)[i_ref]))
+    used_det, used_ref, pairs = set(), set(), []
+    for k in order:
+        r, d = int(i_ref[k]), int(i_det[k])
+        if r in used_ref or d in used_det:
+            continue
+        used_ref.add(r)
+        used_det.add(d)
+        pairs.append((d, r))
+    if not pairs:
+        return np.array([], int), np.array([], int)
+    d, r = np.array(pairs).T
+    return d, r
+
+
+def binned_fraction(values: np.ndarray, hit: np.ndarray, edges) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fraction of ``hit`` in bins of ``values``: (bin centres, fraction, counts)."""
+    edges = np.asarray(edges, float)
+    index = np.digitize(values, edges) - 1
+    counts = np.array([np.sum(index == i) for i in range(len(edges) - 1)])
+    hits = np.array([np.sum(hit[index == i]) for i in range(len(edges) - 1)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(counts > 0, hits / counts, np.nan)
+    return np.sqrt(edges[1:] * edges[:-1]), fraction, counts
+
+
+def score(catalogue: Table, reference: Table, ref_flux_column: str, config: EvalConfig) -> dict:
+    """Completeness, purity, flux and position statistics of ``catalogue`` vs ``reference``."""
+    det = SkyCoord(catalogue["ra"], catalogue["dec"], unit="deg")
+    ref = SkyCoord(reference["ra"], reference["dec"], unit="deg")
+    s_det = np.asarray(catalogue["flux"], float)
+    s_ref = column_mjy(reference, ref_flux_column)
+    i_det, i_ref = match(det, s_det, ref, s_ref, config.radius)
+    ref_hit = np.zeros(len(reference), bool)
+    ref_hit[i_ref] = True
+    det_hit = np.zeros(len(catalogue), bool)
+    det_hit[i_det] = True
+    bins = config.flux_bins_mjy
+    centres, completeness, n_ref = binned_fraction(s_ref, ref_hit, bins)
+    _, purity, n_det = binned_fraction(s_det, det_hit, bins)
+    offsets = det[i_det].separation(ref[i_ref]).arcsec if len(i_det) else np.array([])
+    ratio = s_det[i_det] / s_ref[i_ref] if len(i_det) else np.array([])
+    matched_true = s_ref[i_ref]
+    ratio_stats = []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        sel = (matched_true >= lo) & (matched_true < hi)
+        ratio_stats.append(np.percentile(ratio[sel], [16, 50, 84]).tolist() if sel.sum() >= 3 else [np.nan] * 3)
+    offset_per_bin = [float(np.median(offsets[(matched_true >= lo) & (matched_true < hi)]))
+                      if np.sum((matched_true >= lo) & (matched_true < hi)) >= 3 else float("nan")
+                      for lo, hi in zip(bins[:-1], bins[1:])]
+    bright = s_ref >= 15
+    above10 = matched_true >= 10
+    above9 = matched_true >= 9
+    faint = (matched_true >= 5) & (matched_true < 9)
+    enough = n_det >= 5
+    return {
+        "n_detections": int(len(catalogue)), "n_reference": int(len(reference)), "n_matched": int(len(i_det)),
+        "bins_mjy": list(bins), "bin_centres_mjy": centres.tolist(),
+        "completeness": completeness.tolist(), "n_reference_per_bin": n_ref.tolist(),
+        "purity": purity.tolist(), "n_detections_per_bin": n_det.tolist(),
+        "flux_ratio_16_50_84": ratio_stats, "median_offset_arcsec_per_bin": offset_per_bin,
+        "offsets_arcsec": offsets.tolist(), "matched_true_flux_mjy": matched_true.tolist(),
+        "flux_ratio": ratio.tolist(), "matched_reference_index": i_ref.tolist(),
+        "completeness_above_15mjy": float(ref_hit[bright].mean()) if bright.any() else float("nan"),
+        "min_purity": float(np.nanmin(purity[enough])) if enough.any() else float("nan"),
+        "median_offset_arcsec_above_10mjy": float(np.median(offsets[above10])) if above10.any() else float("nan"),
+        "median_flux_ratio_above_9mjy": float(np.median(ratio[above9])) if above9.any() else float("nan"),
+        "median_flux_ratio_5_9mjy": float(np.median(ratio[faint])) if faint.any() else float("nan"),
+    }
+
+
+def paired_offsets(methods: dict, bins, against: str = "network") -> dict:
+    """Median position offsets of ``against`` and of every other method on the reference
+    sources *both* recovered, per reference-flux bin and above 10 mJy.
+
+    Each method's own median offset is taken over the sources it finds; a method that
+    finds only the brightest, most isolated sources of a bin looks better placed than one
+    that also finds the hard ones. On the common sources the comparison is like for like.
+    ``methods`` are :func:`score` results against the same (pooled) reference table.
+    """
+    mine = methods[against]
+    offset = dict(zip(mine["matched_reference_index"], mine["offsets_arcsec"]))
+    flux = dict(zip(mine["matched_reference_index"], mine["matched_true_flux_mjy"]))
+    out = {}
+    for name, theirs in methods.items():
+        if name == against:
+            continue
+        other = dict(zip(theirs["matched_reference_index"], theirs["offsets_arcsec"]))
+        common = sorted(set(offset) & set(other))
+        f = np.array([flux[k] for k in common])
+        a = np.array([offset[k] for k in common])
+        b = np.array([other[k] for k in common])
+
+        def medians(sel):
+            return (int(sel.sum()), *((float(np.median(a[sel])), float(np.median(b[sel]))) if sel.sum() >= 3
+                                      else (float("nan"), float("nan"))))
+
+        per_bin = [medians((f >= lo) & (f < hi)) for lo, hi in zip(bins[:-1], bins[1:])]
+        n10, a10, b10 = medians(f >= 10)
+        out[name] = {"n_per_bin": [p[0] for p in per_bin], f"{against}_per_bin": [p[1] for p in per_bin],
+                     "other_per_bin": [p[2] for p in per_bin], "n_above_10mjy": n10,
+                     f"{against}_above_10mjy": a10, "other_above_10mjy": b10}
+    return out
+
+
+def _stamps(m: Map, positions: SkyCoord, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stamps of ``m`` (2 half + 1 pixels square) centred on ``positions`` to a fraction of
+    a pixel (cubic-spline shift), and the indices of the positions that had a full stamp."""
+    from scipy.ndimage import shift
+
+    stamps, used = [], []
+    xs, ys = m.wcs.world_to_pixel(positions)
+    for i, (x, y) in enumerate(zip(np.atleast_1d(xs), np.atleast_1d(ys))):
+        ix, iy = int(np.round(x)), int(np.round(y))
+        if half + 2 <= ix < m.shape[1] - half - 2 and half + 2 <= iy < m.shape[0] - half - 2:
+            big = m.data[iy - half - 2:iy + half + 3, ix - half - 2:ix + half + 3].astype(np.float64)
+            if np.isfinite(big).all():
+                stamps.append(shift(big, (iy - y, ix - x), order=3, mode="nearest")[2:-2, 2:-2])
+                used.append(i)
+    return np.asarray(stamps), np.asarray(used, int)
+
+
+def isolated_source_stats(samples: list, half: int = 18) -> dict:
+    """How maps render bright isolated point sources of known position and flux.
+
+    ``samples`` is a list of (Map, SkyCoord positions, true fluxes in mJy), one per field,
+    all maps of the same band and pixel scale. Returns ``fwhm_arcsec`` (a 2-D Gaussian
+    fitted to the stack of the stamps, each centred on the true position to a fraction of
+    a pixel and divided by the true flux — so position errors widen it, as they do for a
+    user stacking on known positions), ``stack_peak_ratio`` (that Gaussian's amplitude),
+    ``peak_ratio`` (median of the map's largest value within half a nominal beam FWHM of
+    each true position over the true flux: the flux a user reads off the map),
+    ``integrated_ratio`` (median flux within 2 nominal FWHM, less the median of the annulus
+    at 2–3 FWHM times that area — neighbours' light —, in the band's nominal beam units,
+    over the true flux) and ``n``.
+    """
+    from astropy.modeling import fitting, models
+
+    all_stamps, all_flux = [], []
+    for m, positions, flux in samples:
+        stamps, used = _stamps(m, positions, half)
+        if len(used):
+            all_stamps.append(stamps)
+            all_flux.append(np.asarray(flux, float)[used])
+    n = int(sum(len(f) for f in all_flux))
+    if n < 3:
+        return {"fwhm_arcsec": float("nan"), "stack_peak_ratio": float("nan"), "peak_ratio": float("nan"),
+                "integrated_ratio": float("nan"), "n": n}
+    m = samples[0][0]
+    stamps, flux = np.concatenate(all_stamps), np.concatenate(all_flux)
+    pixel = m.pixel_scale.to_value(u.arcsec)
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    r = np.hypot(xx, yy) * pixel
+    nominal = m.band.fwhm.to_value(u.arcsec)
+    peaks = np.max(np.where(r <= nominal / 2, stamps, -np.inf), axis=(1, 2)) / flux
+    inner, annulus = r <= 2 * nominal, (r > 2 * nominal) & (r <= 3 * nominal)
+    background = np.median(stamps[:, annulus], axis=1)
+    integrated = ((np.sum(stamps[:, inner], axis=1) - background * inner.sum())
+                  / m.band.beam_area_pixels(m.pixel_scale) / flux)
+    stack = np.mean(stamps / flux[:, None, None], axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a poor fit shows as an odd FWHM in the report, not as a warning
+        fit = fitting.LevMarLSQFitter()(models.Gaussian2D(stack.max(), 0, 0, 2, 2) + models.Const2D(0), xx, yy,
+                                        stack)
+    sigma = np.sqrt(abs(fit[0].x_stddev.value * fit[0].y_stddev.value))
+    return {"fwhm_arcsec": float(sigma * FWHM_PER_SIGMA * pixel), "stack_peak_ratio": float(fit[0].amplitude.value),
+            "peak_ratio": float(np.median(peaks)), "integrated_ratio": float(np.median(integrated)), "n": n}
+
+
+def isolated_bright(truth: Table, min_flux: float = 15.0, isolation_arcsec: float = 25.0,
+                    neighbour_fraction: float = 0.25) -> np.ndarray:
+    """Indices of truth sources above ``min_flux`` (450 µm, mJy) with no neighbour brighter
+    than ``neighbour_fraction`` of their flux within ``isolation_arcsec``."""
+    coords = SkyCoord(truth["ra"], truth["dec"], unit="deg")
+    flux = column_mjy(truth, f"flux_{TARGET_BAND}")
+    keep = []
+    for i in np.flatnonzero(flux >= min_flux):
+        near = coords.separation(coords[i]).arcsec < isolation_arcsec
+        near[i] = False
+        if not np.any(flux[near] > neighbour_fraction * flux[i]):
+            keep.append(i)
+    return np.asarray(keep, int)
+
+
+def inner_region(catalogue: Table, grid_map: Map, edge_arcsec: float) -> np.ndarray:
+    """Rows of ``catalogue`` inside ``grid_map``'s valid area, at least ``edge_arcsec`` from its edge."""
+    x, y = grid_map.wcs.world_to_pixel(SkyCoord(catalogue["ra"], catalogue["dec"], unit="deg"))
+    margin = edge_arcsec / grid_map.pixel_scale.to_value(u.arcsec)
+    ny, nx = grid_map.shape
+    inside = (x >= margin) & (x <= nx - 1 - margin) & (y >= margin) & (y <= ny - 1 - margin)
+    ix = np.clip(np.round(x).astype(int), 0, nx - 1)
+    iy = np.clip(np.round(y).astype(int), 0, ny - 1)
+    return inside & np.isfinite(grid_map.data[iy, ix])
+
+
+#: Flux bins (mJy) in which errors are calibrated and checked.
+ERROR_BINS_MJY = (3.0, 5.0, 9.0, 15.0, 30.0, 100.0)
+
+
+def robust_std(z: np.ndarray) -> float:
+    z = z[np.isfinite(z)]
+    return float(1.4826 * np.median(np.abs(z - np.median(z)))) if len(z) >= 5 else float("nan")
+
+
+def error_statistics(sources: Table, bins=ERROR_BINS_MJY, by: str = "flux_true") -> dict:
+    """Per flux bin (of ``by``): the robust standard deviation of z = (S_out − S_true)/σ,
+    the fraction of sources whose ±1σ interval holds the truth, and the same for the
+    deboosted flux's 16–84 % interval."""
+    s, e, t = (np.asarray(sources[k], float) for k in ("flux", "flux_err", "flux_true"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (s - t) / e
+    out = {"bins_mjy": list(bins), "n": [], "z_robust_std": [], "coverage_68": [], "deboosted_coverage_68": [],
+           "z_median": []}
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        sel = (np.asarray(sources[by], float) >= lo) & (np.asarray(sources[by], float) < hi)
+        out["n"].append(int(sel.sum()))
+        out["z_robust_std"].append(robust_std(z[sel]))
+        out["z_median"].append(float(np.median(z[sel])) if sel.sum() >= 5 else float("nan"))
+        out["coverage_68"].append(float(np.mean(np.abs(z[sel]) <= 1)) if sel.sum() >= 5 else float("nan"))
+        if "flux_deboosted_lo" in sources.colnames and sel.sum() >= 5:
+            lo_d = np.asarray(sources["flux_deboosted_lo"], float)
+            hi_d = np.asarray(sources["flux_deboosted_hi"], float)
+            out["deboosted_coverage_68"].append(float(np.mean((t[sel] >= lo_d[sel]) & (t[sel] <= hi_d[sel]))))
+        else:
+            out["deboosted_coverage_68"].append(float("nan"))
+    return out
+
+
+def calibrate_errors(sources: Table, bins=ERROR_BINS_MJY) -> dict:
+    """Factors that make the reported errors of ``sources`` (see :func:`source_errors`)
+    match the scatter of measured around true fluxes: per bin of *measured* flux — what
+    the map shows where the factor is applied — the robust standard deviation of
+    (S_out − S_true)/σ. Returns ``flux_mjy`` (bin centres, geometric) and ``factor``, with
+    the statistics before calibration."""
+    s, e, t = (np.asarray(sources[k], float) for k in ("flux", "flux_err", "flux_true"))
+    centres, factors = [], []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        sel = (s >= lo) & (s < hi)
+        value = robust_std((s[sel] - t[sel]) / e[sel])
+        if np.isfinite(value) and value > 0:
+            centres.append(float(np.sqrt(lo * hi)))
+            factors.append(round(value, 4))
+    if not factors:
+        raise ValueError("too few matched sources to calibrate the errors; use more or larger calibration fields")
+    return {"flux_mjy": centres, "factor": factors, "n_sources": len(s),
+            "before": error_statistics(sources, bins, by="flux")}
+
+
+def jsonable(value):
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+
+
+def binned_table(scores: dict) -> QTable:
+    """The per-flux-bin numbers of :func:`score` as a table with units: bin edges and
+    centres (mJy), completeness and its reference count (by true flux), purity and its
+    detection count (by measured flux), median S_out/S_true with 16/84 percentiles and the
+    median offset (arcsec) (by true flux)."""
+    bins = np.asarray(scores["bins_mjy"], float)
+    ratio = np.asarray(scores["flux_ratio_16_50_84"], float)
+    return QTable({"flux_lo": bins[:-1] * u.mJy, "flux_hi": bins[1:] * u.mJy,
+                   "flux_centre": np.asarray(scores["bin_centres_mjy"]) * u.mJy,
+                   "completeness": np.asarray(scores["completeness"], float),
+                   "n_reference": np.asarray(scores["n_reference_per_bin"], int),
+                   "purity": np.asarray(scores["purity"], float),
+                   "n_detections": np.asarray(scores["n_detections_per_bin"], int),
+                   "flux_ratio_16": ratio[:, 0], "flux_ratio_50": ratio[:, 1], "flux_ratio_84": ratio[:, 2],
+                   "median_offset": np.asarray(scores["median_offset_arcsec_per_bin"], float) * u.arcsec})

@@ -1,0 +1,302 @@
+"""Evaluation runs: the skies and fields scored, the network and baselines run on them, and
+the calibrations of a trained model (its output beam and its error map) on fields of its
+training distribution."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import Table, vstack
+
+from ..baselines import mean_colour, native_250, richardson_lucy, truth_convolved, wiener
+from ..catalogue import extract_sources
+from ..instruments import TARGET_BAND
+from ..maps import Field, Map, MapError, read_field, reproject_map
+from ..simulate import SIMULATOR_VERSION, SimulationConfig, SkyPrior, column_mjy, held_out_simulation
+from .metrics import (ERROR_BINS_MJY, EvalConfig, calibrate_errors, error_statistics, inner_region, isolated_bright,
+                      isolated_source_stats, jsonable, match, paired_offsets, robust_std, score)
+
+
+def method_maps(field: Field, network: Map, colour: float) -> dict[str, Map]:
+    """The network output and every baseline, for one field."""
+    m250 = field["spire_250"]
+    # Sources are found against each map's own sigma-clipped scatter (with a floor), the
+    # same way for every method; the network's error map is scored separately.
+    maps = {"network": replace(network, noise=None), "native_250": native_250(m250, colour),
+            "richardson_lucy": richardson_lucy(m250, network.wcs, network.shape, colour),
+            "wiener": wiener(m250, network.wcs, network.shape, colour)}
+    if field.truth is not None:
+        maps["truth"] = truth_convolved(field.truth, network.wcs, network.shape)
+    return maps
+
+
+#: Skies galaxysr is scored on: the held-out recipe (headline), the training distribution
+#: at evaluation seeds, and the reference sky of earlier versions.
+SKIES = ("held_out", "training", "reference")
+
+
+def sky_simulation(sky: str, seed: int, area_deg2: float, prior: SkyPrior = SkyPrior()) -> SimulationConfig:
+    """The SimulationConfig of evaluation field ``seed`` of ``sky`` (see :data:`SKIES`)."""
+    if sky == "held_out":
+        return held_out_simulation(seed, area_deg2)
+    if sky == "training":
+        return prior.draw(seed, area_deg2)
+    if sky == "reference":
+        return SimulationConfig(area_deg2=area_deg2, seed=seed)
+    raise ValueError(f"unknown sky {sky!r}; choose one of {', '.join(SKIES)}")
+
+
+def evaluation_fields(config: EvalConfig, sky: str = "held_out", progress: bool = True) -> list[Path]:
+    """Folders of the evaluation fields of ``sky``, simulated on first use (and again if
+    the simulator or the recipe changed)."""
+    from tqdm import tqdm
+
+    from ..datasets import cached_field, resolve_path
+
+    if sky not in SKIES:
+        raise ValueError(f"unknown sky {sky!r}; choose one of {', '.join(SKIES)}")
+    folders = []
+    for seed in tqdm(config.seeds, desc=f"{sky} evaluation fields", unit="field", disable=not progress):
+        folder = resolve_path(config.field_dir) / sky / f"field_{seed:05d}_{config.area_deg2:g}deg2"
+        recipe = {"simulator_version": SIMULATOR_VERSION, "sky": sky, "seed": seed, "area_deg2": config.area_deg2,
+                  "prior": SkyPrior().to_dict() if sky == "training" else None}
+        folders.append(cached_field(folder, recipe, lambda seed=seed: sky_simulation(sky, seed, config.area_deg2)))
+    return folders
+
+
+def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig(), progress: bool = True) -> dict:
+    """Score the network and the baselines on simulated Field folders (with truth.ecsv).
+
+    Returns ``{"methods": {name: scores}, "fields": [...], "config": ...}``; catalogues of
+    all fields are pooled before scoring.
+    """
+    from ..inference import load_artifact, super_resolve_maps
+
+    artifact = artifact or load_artifact()
+    colour = mean_colour()
+    pooled: dict[str, list] = {}
+    fwhm_stamps: dict[str, list] = {}
+    example = None
+    truths, errors, repeats = [], [], []
+    for folder in folders:
+        field = read_field(folder)
+        if field.truth is None:
+            raise MapError(f"{folder}: no truth.ecsv; use evaluate_real for observed pairs")
+        network = super_resolve_maps({b: field[b] for b in artifact.config.input_bands}, artifact, progress=progress)
+        maps = method_maps(field, network, colour)
+        truth = field.truth[inner_region(field.truth, network, config.edge_arcsec)]
+        truth = truth[column_mjy(truth, f"flux_{TARGET_BAND}") >= config.truth_min_mjy]
+        truths.append(truth)
+        bright = truth[isolated_bright(truth)]
+        bright_at = (SkyCoord(bright["ra"], bright["dec"], unit="deg"), column_mjy(bright, f"flux_{TARGET_BAND}"))
+        for name, m in maps.items():
+            cat = extract_sources(m, snr=config.snr, min_flux_mjy=config.min_flux_mjy)
+            cat = cat[inner_region(cat, network, config.edge_arcsec)]
+            pooled.setdefault(name, []).append((cat, truth))
+            fwhm_stamps.setdefault(name, []).append((m, *bright_at))
+        if artifact.config.uncertainty_head:
+            # The catalogue a user gets: detection against the sky's ERROR, flux errors at the source.
+            own = extract_sources(network, snr=config.snr, command="evaluation")
+            own = own[inner_region(own, network, config.edge_arcsec)]
+            errors.append(matched_sources(own, truth, config))
+            repeat = _second_observation(folder, field, artifact, config, own, progress)
+            if repeat is not None:
+                repeats.append(repeat)
+        if example is None:
+            example = {"field": field, "maps": maps}
+    results = {}
+    for name, pairs in pooled.items():
+        scores = score(vstack([c for c, _ in pairs], metadata_conflicts="silent"),
+                       vstack([t for _, t in pairs], metadata_conflicts="silent"), f"flux_{TARGET_BAND}", config)
+        scores["isolated"] = isolated_source_stats(fwhm_stamps[name])
+        scores["output_fwhm_arcsec"] = scores["isolated"]["fwhm_arcsec"]
+        results[name] = scores
+    out = {"methods": results, "paired_offsets": paired_offsets(results, config.flux_bins_mjy),
+           "fields": [str(f) for f in folders], "colour_450_250": colour,
+           "model": {"name": artifact.name, "sha256": artifact.sha256}, "config": jsonable(asdict(config)),
+           "_example": example}
+    if errors:
+        sources = vstack(errors)
+        out["uncertainty"] = error_statistics(sources)
+        out["_z"] = {"flux_true": np.asarray(sources["flux_true"]).tolist(),
+                     "z": ((np.asarray(sources["flux"]) - np.asarray(sources["flux_true"]))
+                           / np.asarray(sources["flux_err"])).tolist()}
+    if repeats:
+        out["uncertainty"]["repeat"] = repeat_statistics(vstack(repeats))
+    return out
+
+
+def matched_sources(catalogue: Table, truth: Table, config: EvalConfig) -> Table:
+    """Sources of ``catalogue`` matched one-to-one to ``truth``: measured flux, reported
+    error, deboosted interval and true flux (mJy)."""
+    det = SkyCoord(catalogue["ra"], catalogue["dec"], unit="deg")
+    ref = SkyCoord(truth["ra"], truth["dec"], unit="deg")
+    s_true = column_mjy(truth, f"flux_{TARGET_BAND}")
+    i_det, i_ref = match(det, np.asarray(catalogue["flux"]), ref, s_true, config.radius)
+    columns = {k: np.asarray(catalogue[k], float)[i_det]
+               for k in ("flux", "flux_err", "flux_deboosted", "flux_deboosted_lo", "flux_deboosted_hi")}
+    return Table({**columns, "flux_true": s_true[i_ref]})
+
+
+def _second_observation(folder, field, artifact, config: EvalConfig, catalogue: Table, progress: bool):
+    """The same sky observed again with independent noise (when the field records its
+    simulation): pairs of (flux, error) of the sources both catalogues hold."""
+    import json
+
+    from ..inference import super_resolve_maps
+    from ..simulate import simulate_field
+
+    record = Path(folder) / "simulation.json"
+    if not record.exists():
+        return None
+    sim = SimulationConfig.from_dict(json.loads(record.read_text())["simulation"])
+    again = simulate_field(replace(sim, noise_seed=1), bands=artifact.config.input_bands, truth=field.truth)
+    network = super_resolve_maps(again.maps, artifact, progress=progress)
+    other = extract_sources(network, snr=config.snr, command="evaluation")
+    other = other[inner_region(other, network, config.edge_arcsec)]
+    i, j = match(SkyCoord(other["ra"], other["dec"], unit="deg"), np.asarray(other["flux"]),
+                 SkyCoord(catalogue["ra"], catalogue["dec"], unit="deg"), np.asarray(catalogue["flux"]),
+                 0.5 * config.radius)
+    first, second = catalogue[j], other[i]
+    return Table({"flux_1": np.asarray(first["flux"], float), "err_1": np.asarray(first["flux_err"], float),
+                  "flux_2": np.asarray(second["flux"], float), "err_2": np.asarray(second["flux_err"], float)})
+
+
+def repeat_statistics(pairs: Table, bins=ERROR_BINS_MJY) -> dict:
+    """Per bin of the first observation's flux: how many sources both observations hold, and
+    the robust standard deviation of (S_1 − S_2)/√(σ_1² + σ_2²) — 1 when the reported errors
+    predict the run-to-run scatter."""
+    s1, s2 = np.asarray(pairs["flux_1"]), np.asarray(pairs["flux_2"])
+    d = (s1 - s2) / np.hypot(np.asarray(pairs["err_1"]), np.asarray(pairs["err_2"]))
+    out = {"bins_mjy": list(bins), "n": [], "d_robust_std": [], "ratio_16_50_84": []}
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        sel = (s1 >= lo) & (s1 < hi)
+        out["n"].append(int(sel.sum()))
+        out["d_robust_std"].append(robust_std(d[sel]))
+        out["ratio_16_50_84"].append(np.percentile(s2[sel] / s1[sel], [16, 50, 84]).tolist() if sel.sum() >= 5
+                                     else [float("nan")] * 3)
+    return out
+
+
+def _calibration_maps(artifact, folders, progress: bool = False) -> list:
+    """(network Map, truth inside the usable area) for each simulated field folder."""
+    from ..inference import super_resolve_maps
+
+    out = []
+    for folder in folders:
+        field = read_field(folder)
+        network = super_resolve_maps({b: field[b] for b in artifact.config.input_bands}, artifact,
+                                     progress=progress)
+        out.append((network, field.truth[inner_region(field.truth, network, EvalConfig().edge_arcsec)]))
+    return out
+
+
+def measure_effective_beam(artifact, folders, progress: bool = False) -> dict:
+    """The output beam of ``artifact`` measured on simulated Field folders (truth known):
+    :func:`isolated_source_stats` of its maps at the bright isolated truth sources, plus the
+    fields it was measured on. Used after training on fields of the training distribution
+    (:data:`galaxysr.config.CALIBRATION_SEEDS`), never on the held-out sky."""
+    samples = []
+    for network, truth in _calibration_maps(artifact, folders, progress):
+        bright = truth[isolated_bright(truth)]
+        samples.append((network, SkyCoord(bright["ra"], bright["dec"], unit="deg"),
+                        column_mjy(bright, f"flux_{TARGET_BAND}")))
+    stats = isolated_source_stats(samples)
+    stats["fields"] = [Path(f).name for f in folders]
+    return stats
+
+
+def source_errors(artifact, folders, config: EvalConfig = EvalConfig(), progress: bool = False,
+                  snr: float = 0.0) -> Table:
+    """Every detected source of ``artifact``'s maps of simulated fields matched to the
+    truth (:func:`matched_sources`). Detection above the catalogue's default floor and at
+    ``snr`` against the map's ERROR plane — by default none, so that a not yet calibrated
+    error plane does not decide which sources calibrate it."""
+    rows = []
+    for network, truth in _calibration_maps(artifact, folders, progress):
+        cat = extract_sources(network, snr=snr, command="calibration")
+        rows.append(matched_sources(cat[inner_region(cat, network, config.edge_arcsec)], truth, config))
+    return vstack(rows) if rows else Table(names=("flux", "flux_err", "flux_true"))
+
+
+def colour_response(artifact, config: SimulationConfig, factors: dict[str, float], progress: bool = False) -> dict:
+    """How the network's 450 µm peaks follow the SPIRE colours.
+
+    The field of ``config`` is rendered twice — as drawn, and with the fluxes of some
+    bands multiplied by ``factors`` (band → factor; same positions, same noise) — and the
+    median ratio of the network's peak at the bright isolated sources (S450 > 15 mJy, see
+    :func:`isolated_bright`) between the two renderings is returned, with the number of
+    sources. Physics: S450 follows S350 and S500 (it sits between them on every dust SED),
+    so scaling S250 alone should leave it, and scaling S350 and S500 by f should scale it
+    by f.
+    """
+    from ..inference import super_resolve_maps
+    from ..simulate import simulate_catalogue, simulate_field
+
+    truth = simulate_catalogue(config)
+    changed = truth.copy()
+    for band, factor in factors.items():
+        changed[f"flux_{band}"] = truth[f"flux_{band}"] * factor
+    peaks = []
+    for catalogue in (truth, changed):
+        field = simulate_field(config, bands=artifact.config.input_bands, truth=catalogue)
+        network = super_resolve_maps(field.maps, artifact, progress=progress)
+        inside = truth[inner_region(truth, network, EvalConfig().edge_arcsec)]
+        bright = inside[isolated_bright(inside)]
+        x, y = network.wcs.world_to_pixel(SkyCoord(bright["ra"], bright["dec"], unit="deg"))
+        radius = int(np.ceil(network.band.fwhm.to_value(u.arcsec) / 2 / network.pixel_scale.to_value(u.arcsec)))
+        peaks.append(np.array([np.nanmax(network.data[int(round(j)) - radius:int(round(j)) + radius + 1,
+                                                      int(round(i)) - radius:int(round(i)) + radius + 1])
+                               for i, j in zip(x, y)]))
+    return {"ratio": float(np.median(peaks[1] / peaks[0])), "n": int(len(peaks[0]))}
+
+
+def calibrate_artifact(artifact, data, progress: bool = False):
+    """Measure ``artifact``'s output beam and calibrate its errors on the calibration
+    fields of DataConfig ``data`` (the training distribution, simulated on first use),
+    and record both in the artifact (:func:`galaxysr.inference.record_calibration`).
+    Returns the reloaded artifact."""
+    from ..datasets import CALIBRATION_SEEDS, ensure_simulated_fields
+    from ..inference import record_calibration
+
+    folders = ensure_simulated_fields(data, list(CALIBRATION_SEEDS), progress)
+    artifact = record_calibration(artifact)  # from the raw outputs, not on top of an earlier calibration
+    artifact = record_calibration(artifact, beam=measure_effective_beam(artifact, folders, progress))
+    if artifact.config.uncertainty_head:
+        artifact = record_calibration(artifact, errors=calibrate_errors(source_errors(artifact, folders,
+                                                                                      progress=progress)))
+    return artifact
+
+
+def evaluate_real(folder, artifact=None, config: EvalConfig = EvalConfig(), max_rms_mjy: float = 2.0,
+                  progress: bool = True) -> dict:
+    """Score on a real pair: the reference is the SCUBA-2 450 µm catalogue (S/N ≥ config.snr)
+    inside the part of the map with rms ≤ ``max_rms_mjy``."""
+    from ..inference import load_artifact, super_resolve_maps
+
+    artifact = artifact or load_artifact()
+    field = read_field(folder)
+    s2 = field[TARGET_BAND]
+    if s2.noise is None:
+        raise MapError(f"{folder}: the 450 µm map has no rms map; it is needed to define the reference catalogue")
+    network = super_resolve_maps({b: field[b] for b in artifact.config.input_bands}, artifact, progress=progress)
+    reference = extract_sources(s2, snr=config.snr)
+    reference.rename_column("flux", f"flux_{TARGET_BAND}")
+    covered = reproject_map(s2, network.wcs, network.shape)
+    good = Map(np.where(covered.noise <= max_rms_mjy, network.data, np.nan), network.wcs, network.band)
+    reference = reference[inner_region(reference, good, config.edge_arcsec)]
+    results = {}
+    for name, m in method_maps(Field(field.maps, None, field.path), network, mean_colour()).items():
+        cat = extract_sources(m, snr=config.snr, min_flux_mjy=config.min_flux_mjy)
+        results[name] = score(cat[inner_region(cat, good, config.edge_arcsec)], reference, f"flux_{TARGET_BAND}",
+                              config)
+    return {"methods": results, "paired_offsets": paired_offsets(results, config.flux_bins_mjy),
+            "fields": [str(folder)], "reference": "SCUBA-2 450 µm extraction",
+            "model": {"name": artifact.name, "sha256": artifact.sha256}, "config": jsonable(asdict(config)),
+            "_example": {"field": field, "maps": {"network": network, "scuba2": covered}}}
+
+

@@ -1,0 +1,249 @@
+"""The Map: a 2-D image with its celestial WCS, band, unit, noise and beam; units; grids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.nddata import Cutout2D
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from ..instruments import Band
+
+__all__ = ["MJY_PER_BEAM", "FLAG_BLENDED", "FLAG_EDGE", "FLAG_FILLED", "FLAG_LOW_COVERAGE", "MapError", "Map",
+           "convert_factor", "parse_bunit", "tan_wcs", "output_grid", "cutout"]
+
+#: The unit every pipeline stage works in.
+MJY_PER_BEAM = u.mJy / u.beam
+
+#: Quality bits, per pixel in ``Map.flags`` / a ``FLAGS`` extension and per source in a
+#: catalogue's ``flags`` column.
+FLAG_BLENDED = 1        # source fitted jointly with neighbours within 1.5 beam FWHM
+FLAG_EDGE = 2           # within one beam FWHM of the map edge or of a pixel without data
+FLAG_FILLED = 4         # an input map had a NaN gap here, filled from data within a beam
+FLAG_LOW_COVERAGE = 8   # an input map's noise here is over twice its median
+
+# Lower-cased spellings seen in survey products that astropy's strict parser rejects.
+_UNIT_ALIASES = {
+    "jy/beam": u.Jy / u.beam, "jy beam-1": u.Jy / u.beam, "jy/bm": u.Jy / u.beam,
+    "jy / beam": u.Jy / u.beam, "jy beam^-1": u.Jy / u.beam,
+    "mjy/beam": u.mJy / u.beam, "mjy beam-1": u.mJy / u.beam, "mjy / beam": u.mJy / u.beam,
+    # Surface-brightness maps are in MJy/sr by convention; "mjy/sr" never means milli.
+    "mjy/sr": u.MJy / u.sr, "mjy sr-1": u.MJy / u.sr, "mjy / sr": u.MJy / u.sr,
+}
+
+
+class MapError(ValueError):
+    """A map file or a Map cannot be used as asked; the message says why and what to do."""
+
+
+@dataclass
+class Map:
+    """A 2-D sky map.
+
+    Attributes
+    ----------
+    data : ndarray
+        Image, shape (ny, nx), in ``unit``; NaN marks pixels with no data.
+    wcs : `~astropy.wcs.WCS`
+        Two-axis celestial WCS.
+    band : `~galaxysr.instruments.Band`
+        The band the map was observed (or simulated, or predicted) in.
+    unit : `~astropy.units.UnitBase`
+        Brightness unit (mJy/beam, Jy/beam or MJy/sr).
+    noise : ndarray or None
+        1σ noise per pixel in ``unit``, same shape as ``data``.
+    source : str
+        Where the map came from (a path), used in messages and output headers.
+    fwhm : `~astropy.units.Quantity` or None
+        The FWHM of the map's point sources, when it differs from the band's nominal beam
+        (a super-resolved map's measured beam); ``None`` means the band's.
+    flags : ndarray of uint8 or None
+        Per-pixel quality bits (see :mod:`galaxysr.catalogue`: gap-filled input, low input
+        coverage), written as a ``FLAGS`` extension.
+    meta : dict
+        Provenance as FITS keyword → value or (value, comment) (galaxysr version, model
+        hash, input files and their SHA-256), written into the header.
+    """
+
+    data: np.ndarray
+    wcs: WCS
+    band: Band
+    unit: u.UnitBase = MJY_PER_BEAM
+    noise: np.ndarray | None = None
+    source: str = "<memory>"
+    fwhm: u.Quantity | None = None
+    flags: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.data.ndim != 2:
+            raise MapError(f"{self.source}: a Map needs a 2-D image, got shape {self.data.shape}")
+        for name in ("noise", "flags"):
+            extra = getattr(self, name)
+            if extra is not None and extra.shape != self.data.shape:
+                raise MapError(f"{self.source}: {name} map shape {extra.shape} differs from "
+                               f"image shape {self.data.shape}")
+        if not self.wcs.has_celestial or self.wcs.naxis != 2:
+            raise MapError(f"{self.source}: a Map needs a 2-axis celestial WCS, got {self.wcs.naxis} "
+                           "axes; pass wcs.celestial")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.data.shape
+
+    @property
+    def pixel_scale(self) -> u.Quantity:
+        """Mean pixel side (arcsec)."""
+        return float(np.mean(proj_plane_pixel_scales(self.wcs))) * u.deg.to(u.arcsec) * u.arcsec
+
+    @property
+    def beam_fwhm(self) -> u.Quantity:
+        """FWHM of the map's point sources (arcsec): ``fwhm`` if set, else the band's beam."""
+        return (self.band.fwhm if self.fwhm is None else self.fwhm).to(u.arcsec)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Boolean mask of pixels holding data."""
+        return np.isfinite(self.data)
+
+    def to(self, unit: u.UnitBase | str) -> "Map":
+        """This map converted to ``unit`` through the band's beam area."""
+        unit = u.Unit(unit)
+        factor = convert_factor(self.unit, unit, self.band)
+        noise = None if self.noise is None else self.noise * factor
+        return replace(self, data=self.data * factor, noise=noise, unit=unit)
+
+    @property
+    def error(self) -> np.ndarray | None:
+        """The 1σ uncertainty per pixel (same as ``noise``), in ``unit``."""
+        return self.noise
+
+    def to_hdu(self, extra: dict | None = None) -> fits.PrimaryHDU:
+        """The image as a float32 primary HDU with :meth:`header` (``extra``: more cards)."""
+        header = self.header()
+        for key, value in (extra or {}).items():
+            header[key] = value
+        return fits.PrimaryHDU(np.asarray(self.data, dtype=np.float32), header=header)
+
+    def to_hdulist(self, extra: dict | None = None) -> fits.HDUList:
+        """:meth:`to_hdu`, plus the noise map as an ``ERROR`` image extension if there is one."""
+        hdus = [self.to_hdu(extra)]
+        if self.noise is not None:
+            header = self.wcs.to_header(relax=True)
+            header["BUNIT"] = (hdus[0].header["BUNIT"], "1 sigma uncertainty of the primary image")
+            hdus.append(fits.ImageHDU(np.asarray(self.noise, dtype=np.float32), header=header, name="ERROR"))
+        if self.flags is not None:
+            header = self.wcs.to_header(relax=True)
+            header["COMMENT"] = "quality bits per pixel; see galaxysr.catalogue FLAG_* for their meaning"
+            hdus.append(fits.ImageHDU(np.asarray(self.flags, dtype=np.uint8), header=header, name="FLAGS"))
+        return fits.HDUList(hdus)
+
+    def to_nddata(self):
+        """An `astropy.nddata.CCDData` with the WCS, unit, beam keywords and the noise as a
+        ``StdDevUncertainty``."""
+        from astropy.nddata import CCDData, StdDevUncertainty
+
+        uncertainty = None if self.noise is None else StdDevUncertainty(self.noise)
+        return CCDData(self.data, unit=self.unit, wcs=self.wcs, uncertainty=uncertainty, meta=self.header())
+
+    def write(self, path, overwrite: bool = False, extra: dict | None = None):
+        """Write as FITS (:func:`galaxysr.maps.write_map`); returns the path."""
+        from .fits_io import write_map
+
+        return write_map(self, path, overwrite=overwrite, extra=extra)
+
+    def header(self) -> fits.Header:
+        """FITS header: WCS, BUNIT, band, wavelength and beam (BMAJ/BMIN in degrees)."""
+        header = self.wcs.to_header(relax=True)
+        header["BUNIT"] = (self.unit.to_string("generic").replace(" ", ""), "brightness unit")
+        header["BANDNAME"] = (self.band.name, "galaxysr band")
+        header["WAVELNTH"] = (self.band.wavelength.to_value(u.um), "[um] nominal wavelength")
+        header["TELESCOP"] = "Herschel" if self.band.instrument == "SPIRE" else "JCMT"
+        header["INSTRUME"] = self.band.instrument
+        note = "[deg] beam FWHM" + (" (measured)" if self.fwhm is not None else "")
+        header["BMAJ"] = (self.beam_fwhm.to_value(u.deg), note)
+        header["BMIN"] = (self.beam_fwhm.to_value(u.deg), note)
+        header["BPA"] = 0.0
+        for key, value in self.meta.items():
+            header[key] = value
+        return header
+
+
+def convert_factor(from_unit: u.UnitBase, to_unit: u.UnitBase, band: Band) -> float:
+    """Multiplicative factor from ``from_unit`` to ``to_unit`` for maps of ``band``.
+
+    Raises `MapError` for units that are not brightness units (e.g. SCUBA-2 raw pW).
+    """
+    try:
+        return float((1.0 * from_unit).to_value(to_unit, equivalencies=band.brightness_equivalency))
+    except u.UnitConversionError:
+        raise MapError(f"cannot convert {from_unit} to {to_unit}: galaxysr works with "
+                       "calibrated maps in mJy/beam, Jy/beam or MJy/sr") from None
+
+
+def parse_bunit(bunit: str, source: str = "<header>") -> u.UnitBase:
+    """Parse a FITS BUNIT string into a brightness unit (Jy/beam-like or Jy/sr-like)."""
+    text = bunit.strip()
+    unit = _UNIT_ALIASES.get(text.lower())
+    if unit is None:
+        for fmt in ("fits", "generic"):
+            try:
+                unit = u.Unit(text, format=fmt)
+                break
+            except ValueError:
+                continue
+    if unit is None:
+        raise MapError(f"{source}: BUNIT '{bunit}' is not a unit galaxysr knows; fix the header "
+                       "(BUNIT = 'mJy/beam', 'Jy/beam' or 'MJy/sr') or give the unit explicitly")
+    per_beam = unit.is_equivalent(u.Jy / u.beam)
+    per_sr = unit.is_equivalent(u.Jy / u.sr)
+    if not (per_beam or per_sr):
+        raise MapError(f"{source}: BUNIT '{bunit}' is not a brightness unit (need Jy/beam-like or "
+                       "MJy/sr-like); calibrate the map to mJy/beam first")
+    return unit
+
+
+def tan_wcs(center: SkyCoord, pixel: u.Quantity, shape: tuple[int, int]) -> WCS:
+    """A gnomonic (TAN) RA/Dec WCS of ``shape`` (ny, nx) centred on ``center``.
+
+    North is up and east left (CDELT1 < 0), as on the sky.
+    """
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    icrs = center.icrs
+    wcs.wcs.crval = [icrs.ra.deg, icrs.dec.deg]
+    wcs.wcs.crpix = [(shape[1] + 1) / 2.0, (shape[0] + 1) / 2.0]
+    scale = pixel.to_value(u.deg)
+    wcs.wcs.cdelt = [-scale, scale]
+    wcs.wcs.cunit = ["deg", "deg"]
+    wcs.wcs.radesys = "ICRS"
+    wcs.pixel_shape = (shape[1], shape[0])
+    return wcs
+
+
+def output_grid(m: Map, pixel: u.Quantity, multiple: int = 1):
+    """TAN grid at ``pixel`` covering ``m``'s footprint, same centre, sides a multiple of
+    ``multiple``. Returns (wcs, shape)."""
+    ny, nx = m.shape
+    centre = m.wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
+    scale = float(np.mean(proj_plane_pixel_scales(m.wcs))) * u.deg
+    # The 1e-6 keeps float round-off (180.0000001 pixels) from adding a row off the map.
+    side = [int(np.ceil(float((n * scale / pixel).decompose()) / multiple - 1e-6)) * multiple for n in (ny, nx)]
+    return tan_wcs(centre, pixel, tuple(side)), tuple(side)
+
+
+def cutout(m: Map, position: SkyCoord, size: u.Quantity | tuple[int, int]) -> Map:
+    """A cut-out of ``m`` centred on ``position``; parts off the map are NaN."""
+    cut = Cutout2D(m.data, position, size, wcs=m.wcs, mode="partial", fill_value=np.nan, copy=True)
+    noise = None
+    if m.noise is not None:
+        noise = Cutout2D(m.noise, position, size, wcs=m.wcs, mode="partial",
+                         fill_value=np.nan, copy=True).data
+    return replace(m, data=cut.data, wcs=cut.wcs, noise=noise)
+
+

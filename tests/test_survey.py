@@ -1,0 +1,132 @@
+"""Whole-survey super-resolution on Dask (galaxysr survey)."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from galaxysr.instruments import SPIRE_BANDS
+from galaxysr.maps import read_map, write_map
+from galaxysr.model import ModelConfig, build_generator
+from galaxysr.simulate import SimulationConfig, simulate_field
+from galaxysr.survey import plan_blocks, start_client, survey_field
+from galaxysr.training import TrainConfig, export_artifact
+
+
+@pytest.mark.parametrize("per_block", [1, 2, 3, 50])
+def test_blocks_own_every_pixel_once_and_run_every_tile_that_touches_it(per_block):
+    tile, stride = 64, 48
+    shape = (300, 211)
+    ys = list(range(0, shape[0] - tile, stride)) + [shape[0] - tile]
+    xs = list(range(0, shape[1] - tile, stride)) + [shape[1] - tile]
+    owner = np.zeros(shape, int)
+    for block in plan_blocks(ys, xs, shape, tile, per_block):
+        y_lo, y_hi, x_lo, x_hi = block.core
+        owner[y_lo:y_hi, x_lo:x_hi] += 1
+        run_rows, run_cols = range(*block.rows), range(*block.cols)
+        for i, y0 in enumerate(ys):
+            touches = y0 < y_hi and y0 + tile > y_lo
+            assert touches == (i in run_rows), (block, i)
+        for j, x0 in enumerate(xs):
+            assert (x0 < x_hi and x0 + tile > x_lo) == (j in run_cols), (block, j)
+    assert (owner == 1).all()
+
+
+@pytest.fixture(scope="module")
+def small_field(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("survey")
+    field = simulate_field(SimulationConfig(area_deg2=0.03, seed=31), bands=SPIRE_BANDS)
+    for band in SPIRE_BANDS:
+        m = field[band]
+        if band == "spire_250":  # a ragged edge: scattered NaN pixels, as real level-2 maps have
+            data = m.data.copy()
+            data[np.random.default_rng(1).random(data.shape) < 0.02] = np.nan
+            m = type(m)(**{**m.__dict__, "data": data})
+        write_map(m, folder / f"deep_{band[-3:]}.fits")
+    config = TrainConfig(model=ModelConfig(tile=64, depth=4, base_filters=4))
+    model = export_artifact(build_generator(config.model), config, folder / "model")
+    return folder, model
+
+
+@pytest.fixture(scope="module")
+def client():
+    client, cluster, _ = start_client(workers=2)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def _predict(folder, model, out):
+    from galaxysr.cli import main
+
+    assert main(["predict", str(folder / "deep_250.fits"), str(out), "--model", str(model), "--no-progress"]) == 0
+    return read_map(out)
+
+
+def test_survey_equals_predict_and_resumes_only_missing_blocks(small_field, client, tmp_path):
+    folder, model = small_field
+    reference = _predict(folder, model, tmp_path / "predict.fits")
+    first = survey_field(client, folder / "deep_250.fits", tmp_path / "out", model=model, tiles_per_block=2,
+                         progress=False, catalogue=True)
+    assert first["blocks"] > 4 and first["computed"] == first["blocks"] and first["skipped"] == 0
+    mosaic = read_map(first["mosaic"])
+    np.testing.assert_allclose(mosaic.data, reference.data, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mosaic.error, reference.error, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(mosaic.flags, reference.flags)
+    assert mosaic.wcs.wcs.compare(reference.wcs.wcs, tolerance=1e-10)
+    assert mosaic.meta["GSRHASH"][0] == reference.meta["GSRHASH"][0]
+    # A crash after some blocks: only the missing ones are computed on the rerun.
+    blocks = sorted((tmp_path / "out" / "blocks_deep").glob("block_*.npz"))
+    for path in blocks[:2]:
+        path.unlink()
+    again = survey_field(client, folder / "deep_250.fits", tmp_path / "out", model=model, tiles_per_block=2,
+                         progress=False, overwrite=True)
+    assert again["computed"] == 2 and again["skipped"] == first["blocks"] - 2
+    np.testing.assert_allclose(read_map(again["mosaic"]).data, reference.data, rtol=1e-5, atol=1e-6)
+
+
+def test_catalogue_of_the_blocks_has_no_duplicates_in_the_overlaps(small_field, client, tmp_path):
+    from galaxysr.catalogue import extract_sources
+
+    from astropy.table import Table
+
+    folder, model = small_field
+    first = survey_field(client, folder / "deep_250.fits", tmp_path / "cat", model=model, tiles_per_block=2,
+                         progress=False)
+    # The untrained test model's map has no real sources: take its brightest peaks as such.
+    floor = float(np.nanpercentile(read_map(first["mosaic"]).data, 98.5))
+    result = survey_field(client, folder / "deep_250.fits", tmp_path / "cat", model=model, tiles_per_block=2,
+                          progress=False, catalogue=True, min_flux_mjy=floor, snr=0.0, overwrite=True)
+    merged = Table.read(result["catalogue"])
+    whole = extract_sources(read_map(result["mosaic"]), snr=0.0, min_flux_mjy=floor)
+    assert len(merged) > 10
+    assert abs(len(merged) - len(whole)) <= max(2, 0.05 * len(whole))
+    xy = np.round(np.c_[merged["x"], merged["y"]], 1)
+    pairs = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    assert np.sum(pairs < 1.0) == len(merged)  # every source only matches itself
+
+
+def test_a_killed_worker_loses_no_finished_block_and_the_job_completes(small_field, client, tmp_path):
+    folder, model = small_field
+    out = tmp_path / "killed"
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(
+        survey_field(client, folder / "deep_250.fits", out, model=model, tiles_per_block=1, progress=False)))
+    thread.start()
+    block_dir = out / "blocks_deep"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(block_dir.glob("block_*.npz"))) < 2:
+        time.sleep(0.2)
+    finished_before = {p.name: p.stat().st_mtime_ns for p in block_dir.glob("block_*.npz")}
+    assert finished_before, "no block finished before the kill"
+    victim = sorted(client.scheduler_info()["workers"])[0]
+    os.kill(client.run(os.getpid, workers=[victim])[victim], signal.SIGKILL)  # its nanny starts a new one
+    thread.join(timeout=300)
+    assert not thread.is_alive() and result.get("mosaic")
+    for name, mtime in finished_before.items():  # finished blocks were not redone
+        assert (block_dir / name).stat().st_mtime_ns == mtime
+    reference = _predict(folder, model, tmp_path / "predict.fits")
+    np.testing.assert_allclose(read_map(result["mosaic"]).data, reference.data, rtol=1e-5, atol=1e-6)
