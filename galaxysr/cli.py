@@ -58,7 +58,8 @@ def _train(args) -> int:
                       real_dirs=(tuple(args.real_dir or DataConfig().real_dirs) if args.sim_per_real > 0 else ()),
                       randomise=not args.no_randomise)
     loss = LossConfig(l1=args.w_l1, mean_flux=args.w_mean, median_flux=args.w_median,
-                      aperture_flux=args.w_aperture, peak_flux=args.w_peak, uncertainty=args.w_uncertainty)
+                      aperture_flux=args.w_aperture, peak_flux=args.w_peak, uncertainty=args.w_uncertainty,
+                      adversarial=args.w_adversarial)
     config = TrainConfig(model=model, loss=loss, data=data, epochs=args.epochs,
                          steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                          sim_per_real=args.sim_per_real, learning_rate=args.lr, seed=args.seed,
@@ -130,7 +131,7 @@ def _add_train(sub, light: bool = False) -> None:
     p.add_argument("--no-randomise", action="store_true",
                    help="simulate every training field with the reference sky instead of drawing from the prior")
     for term, key in (("l1", "l1"), ("mean", "mean_flux"), ("median", "median_flux"), ("aperture", "aperture_flux"),
-                      ("peak", "peak_flux"), ("uncertainty", "uncertainty")):
+                      ("peak", "peak_flux"), ("uncertainty", "uncertainty"), ("adversarial", "adversarial")):
         p.add_argument(f"--w-{term}", type=float, default=getattr(LossConfig(), key),
                        help=f"weight of the {term} loss term")
     p.add_argument("--seed", type=int, default=t.seed, help="random seed")

@@ -40,7 +40,8 @@ class LossConfig:
     The L1 term is in normalised units (~0.01–0.05 per pixel); the flux terms in mJy/beam
     and mJy. The weights bring them to comparable sizes at the start of training.
     ``uncertainty`` weighs the error head's likelihood (only for models with that head).
-    See :mod:`galaxysr.losses` for the terms.
+    ``adversarial`` weighs a conditional PatchGAN term (pix2pix; simulated steps only; 0 = no
+    discriminator). See :mod:`galaxysr.losses` for the terms.
     """
 
     l1: float = 1.0
@@ -49,6 +50,7 @@ class LossConfig:
     aperture_flux: float = 0.01
     peak_flux: float = 0.02
     uncertainty: float = 0.02
+    adversarial: float = 0.0
     aperture_radius_fwhm: float = 1.0
     peak_radius_fwhm: float = 0.5
     detect_threshold_mjy: float = 2.0

@@ -24,7 +24,8 @@ from .instruments import get_band
 from .model import FluxScaling
 
 __all__ = ["L1Loss", "MeanFluxLoss", "MedianFluxLoss", "find_sources", "disk_kernel", "aperture_sums", "matched_filter",
-           "local_peaks", "ApertureFluxLoss", "PeakFluxLoss", "UncertaintyLoss", "CombinedLoss"]
+           "local_peaks", "ApertureFluxLoss", "PeakFluxLoss", "UncertaintyLoss", "AdversarialLoss",
+           "CombinedLoss"]
 
 _PACKAGE = "galaxysr"
 
@@ -367,6 +368,26 @@ class UncertaintyLoss(_ScaledLoss):
         b = tf.maximum(tf.convert_to_tensor(y_pred, tf.float32)[..., 1], 1e-4)
         nll = (tf.abs(t - p) / b + tf.math.log(b)) * valid
         return _safe_divide(tf.reduce_sum(nll, [1, 2]), tf.reduce_sum(valid, [1, 2]))
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class AdversarialLoss(keras.losses.Loss):
+    """Sigmoid cross-entropy of a PatchGAN discriminator's logits (B, h, w, 1) against a
+    label (1 = "a real SCUBA-2 map", 0 = "the network's"), averaged over the patches.
+
+    The generator minimises it with label 1 on its own maps (the non-saturating GAN loss
+    of pix2pix, Isola et al. 2017); the discriminator with label 1 on targets and 0 on
+    generated maps. An L1-trained network outputs the posterior mean, which blurs where
+    it is unsure; this term penalises maps that do not look like SCUBA-2 maps, blur included.
+    """
+
+    def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        logits = tf.convert_to_tensor(y_pred, tf.float32)
+        labels = tf.broadcast_to(tf.cast(y_true, tf.float32), tf.shape(logits))
+        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits), axis=[1, 2, 3])
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .instruments import SPIRE_BANDS, TARGET_BAND, get_band
 
-__all__ = ["FluxScaling", "ModelConfig", "OUTPUT_BETA_INIT", "pixel_shuffle_layer", "build_generator"]
+__all__ = ["FluxScaling", "ModelConfig", "OUTPUT_BETA_INIT", "pixel_shuffle_layer", "build_generator", "build_discriminator"]
 
 
 @dataclass(frozen=True)
@@ -257,3 +257,23 @@ def build_generator(config: ModelConfig = ModelConfig()):
             layers.Rescaling(1.0, offset=-4.0, name="error_offset")(scale))
         outputs = layers.Concatenate(name="map_and_error")([outputs, scale])
     return keras.Model(inputs, outputs, name="galaxysr_unet")
+
+
+def build_discriminator(config: ModelConfig = ModelConfig(), filters: int = 32, levels: int = 3):
+    """The conditional PatchGAN discriminator (pix2pix; GalaxyGAN): the SPIRE inputs and a
+    450 µm map (normalised units), concatenated, → (B, H/2**levels, W/2**levels, 1) logits,
+    each judging whether one ~30″ patch of the map is a real SCUBA-2 map of that SPIRE sky.
+    Used in training only (``LossConfig.adversarial`` > 0); never exported.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(None, None, config.n_channels + 1), name="spire_and_450")
+    x = inputs
+    for level in range(levels):
+        x = layers.Conv2D(filters * 2**level, 4, strides=2, padding="same", name=f"disc{level}_conv")(x)
+        if level:
+            x = layers.BatchNormalization(synchronized=True, momentum=0.9)(x)
+        x = layers.LeakyReLU(config.leaky_slope)(x)
+    logits = layers.Conv2D(1, 4, padding="same", name="patch_logits")(x)
+    return keras.Model(inputs, logits, name="galaxysr_patchgan")

@@ -215,6 +215,14 @@ class Trainer:
             self.optimizer = keras.optimizers.Adam(schedule, beta_1=config.beta_1)
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            self.discriminator = self.d_optimizer = None
+            if config.loss.adversarial > 0:
+                from .model import build_discriminator
+
+                self.discriminator = build_discriminator(config.model)
+                # pix2pix's discriminator optimiser: Adam 2e-4, beta_1 0.5, constant.
+                self.d_optimizer = keras.optimizers.Adam(2e-4, beta_1=0.5)
+                self.d_optimizer.build(self.discriminator.trainable_variables)
         from .losses import CombinedLoss
 
         self.losses = {kind: CombinedLoss.from_configs(config.loss, config.model.scaling,
@@ -226,8 +234,10 @@ class Trainer:
         # through the model; save them explicitly so a resumed run draws the same masks.
         rng_states = {f"dropout_rng_{i}": v for i, v in
                       enumerate(v for v in self.model.variables if "seed_generator" in v.path)}
+        adversary = ({"discriminator": self.discriminator, "d_optimizer": self.d_optimizer}
+                     if self.discriminator is not None else {})
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
-                                              rng=rng_states)
+                                              rng=rng_states, **adversary)
         # Multi-worker runs share --out: the chief keeps the checkpoints, every worker
         # restores from them, and the others save to scratch folders they delete again
         # (saving is a collective operation every worker must join).
@@ -259,16 +269,34 @@ class Trainer:
     def _make_step(self, kind: str):
         import tensorflow as tf
 
+        from .losses import AdversarialLoss
+
         loss_fn, model, optimizer = self.losses[kind], self.model, self.optimizer
         batch = self.config.batch_size
+        # The adversarial term runs on simulated steps: real pairs have masked (NaN) target
+        # pixels, which a discriminator would learn to spot.
+        disc, d_optimizer = (self.discriminator, self.d_optimizer) if kind == "sim" else (None, None)
+        weight, adversarial = self.config.loss.adversarial, AdversarialLoss()
 
         def replica_step(inputs, targets):
-            with tf.GradientTape() as tape:
+            with tf.GradientTape() as tape, tf.GradientTape() as d_tape:
                 predictions = model(inputs, training=True)
                 terms = loss_fn.per_term(targets, predictions)
-                loss = tf.nn.compute_average_loss(loss_fn.total(terms), global_batch_size=batch)
+                total = loss_fn.total(terms)
+                if disc is not None:
+                    d_fake = disc(tf.concat([inputs, predictions[..., :1]], -1), training=True)
+                    d_real = disc(tf.concat([inputs, tf.where(tf.math.is_finite(targets), targets, 0.0)], -1),
+                                  training=True)
+                    terms["adversarial"] = adversarial.call(1.0, d_fake)
+                    terms["discriminator"] = adversarial.call(1.0, d_real) + adversarial.call(0.0, d_fake)
+                    total = total + weight * terms["adversarial"]
+                    d_loss = tf.nn.compute_average_loss(terms["discriminator"], global_batch_size=batch)
+                loss = tf.nn.compute_average_loss(total, global_batch_size=batch)
             grads = tape.gradient(loss, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            if disc is not None:
+                d_grads = d_tape.gradient(d_loss, disc.trainable_variables)
+                d_optimizer.apply_gradients(zip(d_grads, disc.trainable_variables))
             logs = {k: tf.nn.compute_average_loss(v, global_batch_size=batch) for k, v in terms.items()}
             logs["total"] = loss
             return logs

@@ -244,3 +244,24 @@ def test_a_run_can_start_from_another_models_weights(tmp_path, sim_dir):
     with pytest.raises(ValueError, match="architecture differs"):
         Trainer(replace(second, out_dir=str(tmp_path / "third"),
                         model=replace(second.model, base_filters=8)), progress=False)
+
+
+def test_adversarial_term_trains_the_discriminator_and_resumes_exactly(tmp_path, sim_dir, mock_real):
+    from galaxysr.config import LossConfig
+    from galaxysr.training import Trainer
+
+    loss = LossConfig(adversarial=0.05)
+    a = tiny_config(tmp_path / "a", sim_dir, real=[mock_real], loss=loss)
+    b = replace(a, out_dir=str(tmp_path / "b"))
+    trainer = Trainer(a, progress=False)
+    before = [v.numpy().copy() for v in trainer.discriminator.trainable_variables]
+    history = trainer.run()["history"]
+    after = [v.numpy() for v in trainer.discriminator.trainable_variables]
+    assert any(np.abs(x - y).max() > 0 for x, y in zip(before, after))   # the discriminator learns
+    assert np.isfinite(history[-1]["sim_adversarial"]) and history[-1]["sim_discriminator"] > 0
+    assert "real_adversarial" not in history[-1]                          # simulated steps only
+    trainer.export()
+    train(b, max_steps=3, progress=False)
+    train(b, progress=False)                                              # resumed, discriminator included
+    for x, y in zip(_weights(tmp_path / "a" / "run"), _weights(tmp_path / "b")):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
