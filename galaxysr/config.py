@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 __all__ = ["VALIDATION_SEED", "CALIBRATION_SEEDS", "EVALUATION_SEEDS", "SIM_DIR", "EVAL_FIELD_DIR", "RUN_DIR",
-           "REPORT_DIR", "LossConfig"]
+           "REPORT_DIR", "LossConfig", "refuse_unknown_keys"]
+
+def refuse_unknown_keys(cls, data: dict, what: str) -> None:
+    """Raise ValueError naming the keys of ``data`` that are not fields of the dataclass
+    ``cls`` (a config.json from another version, or a typo), e.g. "unknown model setting(s) x"."""
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(sorted(unknown))}")
+
 
 #: Seed of the held-out validation field (training distribution).
 VALIDATION_SEED = 1001
@@ -63,8 +71,5 @@ class LossConfig:
     def from_dict(cls, data: dict) -> "LossConfig":
         """From :meth:`to_dict`'s output; runs written before the peak and uncertainty
         terms existed had them at weight 0."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown loss setting(s) {', '.join(sorted(unknown))}")
+        refuse_unknown_keys(cls, data, "loss setting(s)")
         return cls(**{"peak_flux": 0.0, "uncertainty": 0.0, **data})

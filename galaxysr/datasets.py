@@ -28,6 +28,7 @@ from .noise import with_noise
 from .simulate import SIMULATOR_VERSION, SimulationConfig, SkyPrior, render_catalogue, simulate_field
 
 from .config import CALIBRATION_SEEDS, EVALUATION_SEEDS, SIM_DIR, VALIDATION_SEED  # noqa: F401  (re-exported)
+from .config import refuse_unknown_keys
 
 __all__ = ["DataConfig", "resolve_path", "Pair", "stack_inputs", "prepare_simulated", "prepare_real", "tile_origins",
            "sim_field_dir", "SIMULATION_FILE", "cached_field", "ensure_simulated_fields", "load_pairs",
@@ -80,11 +81,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DataConfig":
-        from dataclasses import fields
-
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown data setting(s) {', '.join(sorted(unknown))}")
+        refuse_unknown_keys(cls, data, "data setting(s)")
         data = dict(data)
         data["real_dirs"] = tuple(data.get("real_dirs", ()))
         data["prior"] = SkyPrior.from_dict(data.get("prior", {}))

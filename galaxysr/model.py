@@ -12,11 +12,12 @@ the output map.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
+from .config import refuse_unknown_keys
 from .instruments import SPIRE_BANDS, TARGET_BAND, get_band
 
 __all__ = ["FluxScaling", "ModelConfig", "OUTPUT_BETA_INIT", "pixel_shuffle_layer", "build_generator", "build_discriminator"]
@@ -162,10 +163,7 @@ class ModelConfig:
         """From :meth:`to_dict`'s output. Models written before ``noise_inputs``,
         ``upsampling`` and ``uncertainty_head`` existed had none of them."""
         data = dict(data)
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model setting(s) {', '.join(sorted(unknown))}")
+        refuse_unknown_keys(cls, data, "model setting(s)")
         data["input_bands"] = tuple(data["input_bands"])
         data["scaling"] = FluxScaling(**data["scaling"])
         if data.get("error_calibration") is not None:

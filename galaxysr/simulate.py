@@ -9,7 +9,7 @@ coverage with its rms map.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
+from .config import refuse_unknown_keys
 from .instruments import BANDS, FWHM_PER_SIGMA, SPIRE_BANDS, TARGET_BAND, Band
 from .maps import Field, Map, tan_wcs
 from .sky import SkyModel, colour_450_250, draw_galaxies, fit_counts, place_galaxies
@@ -80,10 +81,7 @@ class SimulationConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "SimulationConfig":
         data = dict(data)
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown SimulationConfig parameter(s) {', '.join(sorted(unknown))}")
+        refuse_unknown_keys(cls, data, "SimulationConfig parameter(s)")
         data["sky"] = SkyModel.from_dict(data.get("sky", {}))
         data["calibration"] = tuple(data.get("calibration", (1.0, 1.0, 1.0)))
         return cls(**data)
@@ -159,10 +157,7 @@ class SkyPrior:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SkyPrior":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown SkyPrior parameter(s) {', '.join(sorted(unknown))}")
+        refuse_unknown_keys(cls, data, "SkyPrior parameter(s)")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def _candidate(self, rng: np.random.Generator) -> SkyModel:

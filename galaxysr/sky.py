@@ -17,7 +17,7 @@ often than in a Poisson sky.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -25,6 +25,7 @@ from astropy import constants as const
 from astropy import units as u
 from astropy.table import Table
 
+from .config import refuse_unknown_keys
 from .instruments import BANDS
 
 __all__ = ["SED_FAMILIES", "T_RELATIONS", "SkyModel", "luminosity_function", "dust_temperature", "sed_shape",
@@ -97,10 +98,7 @@ class SkyModel:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SkyModel":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown SkyModel parameter(s) {', '.join(sorted(unknown))}")
+        refuse_unknown_keys(cls, data, "SkyModel parameter(s)")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 

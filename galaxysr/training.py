@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .config import RUN_DIR, LossConfig
+from .config import RUN_DIR, LossConfig, refuse_unknown_keys
 from .datasets import DataConfig, TileStream, load_pairs
 from .model import ModelConfig
 
@@ -84,10 +84,7 @@ class TrainConfig:
         data["model"] = ModelConfig.from_dict(data["model"])
         data["loss"] = LossConfig.from_dict(data["loss"])
         data["data"] = DataConfig.from_dict(data["data"])
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {', '.join(sorted(unknown))}")
+        refuse_unknown_keys(cls, data, "training setting(s)")
         return cls(**data)
 
     @property
