@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["build_parser", "main"]
@@ -50,7 +51,7 @@ def _simulate(args) -> int:
         # same field has nothing to do; one that would write another is refused.
         recipe = json.loads(json.dumps({"simulator_version": SIMULATOR_VERSION, "simulation": config.to_dict()}))
         record = folder / "simulation.json"
-        if record.exists():
+        if record.exists() and not args.overwrite:
             try:
                 if json.loads(record.read_text()).get("recipe") == recipe:
                     current += 1
@@ -79,7 +80,7 @@ def _train(args) -> int:
     from .datasets import DataConfig
     from .config import LossConfig
     from .model import ModelConfig
-    from .training import TrainConfig, train
+    from .training import CALIBRATION_PAUSES, TrainConfig, train
 
     model = ModelConfig(input_bands=tuple(args.bands), tile=args.tile, depth=args.depth,
                         base_filters=args.base_filters, pixel_arcsec=args.pixel, upsampling=args.upsampling,
@@ -95,7 +96,8 @@ def _train(args) -> int:
                          steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                          sim_per_real=args.sim_per_real, learning_rate=args.lr, seed=args.seed,
                          out_dir=args.out, strategy=args.strategy, init_from=args.init_from)
-    summary = train(config, max_steps=args.max_steps, progress=not args.no_progress)
+    summary = train(config, max_steps=args.max_steps, progress=not args.no_progress,
+                    after_pauses=0.0 if args.no_calibration else CALIBRATION_PAUSES)
     if "artifact" in summary:
         print(f"trained {summary['final_step']} steps; model written to {summary['artifact']}")
         use = (f"use it: python predict.py SPIRE_250.fits OUT.fits --model {summary['artifact']}   "
@@ -104,6 +106,7 @@ def _train(args) -> int:
             from .evaluate import calibrate_artifact
             from .inference import load_artifact
 
+            started = time.perf_counter()
             try:
                 meta = calibrate_artifact(load_artifact(summary["artifact"]), config.data).meta
             except ValueError as error:
@@ -112,6 +115,7 @@ def _train(args) -> int:
                 print(use)
                 return 0
             beam = meta["effective_beam"]
+            print(f"calibrated in {time.perf_counter() - started:.0f} s")
             print(f"stacked output beam on {len(beam['fields'])} fields of the training distribution: "
                   f"FWHM {beam['fwhm_arcsec']:.2f}″, peak/true {beam['peak_ratio']:.3f} ({beam['n']} bright "
                   "isolated sources); recorded in its config.json")
@@ -207,7 +211,7 @@ def _predict(args) -> int:
     background = args.background or artifact.config.background
     made_from = provenance({b: m.source for b, m in maps.items()}, artifact,
                            {"overlap": args.overlap, "background": background})
-    listed = digest(made_from, args.snr, args.min_flux)
+    listed = digest(made_from, args.snr, args.min_flux, args.catalogue_method)
     need_map, need_cat, need_priors = outputs_to_make(
         [(out, "GSRPROV", made_from), (args.catalogue and Path(args.catalogue), "GSRCAT", listed),
          (args.priors and Path(args.priors), "GSRCAT", listed)], args.overwrite)
@@ -224,7 +228,8 @@ def _predict(args) -> int:
         from .catalogue import extract_sources, write_catalogue, write_priors
 
         table = extract_sources(read_map(out, band=artifact.config.target_band), snr=args.snr,
-                                min_flux_mjy=args.min_flux, command=" ".join(["galaxysr", *sys.argv[1:]]))
+                                min_flux_mjy=args.min_flux, command=" ".join(["galaxysr", *sys.argv[1:]]),
+                                method=args.catalogue_method)
         table.meta["GSRCAT"] = listed
         if need_cat:
             write_catalogue(table, args.catalogue, overwrite=True)
@@ -257,6 +262,8 @@ def _add_predict(sub, light: bool = False) -> None:
     p.add_argument("--priors", default=None, help="also write the source positions as an XID+ prior list (FITS)")
     p.add_argument("--snr", type=float, default=4.0, help="detection S/N against the output's ERROR plane")
     p.add_argument("--min-flux", type=float, default=2.0, help="detection floor (mJy/beam)")
+    p.add_argument("--catalogue-method", choices=("psf", "sky"), default="psf",
+                   help="psf: PSF fits on the map; sky: components of the SKYMODEL grouped within half a beam")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_predict)
@@ -329,7 +336,8 @@ def _survey(args) -> int:
     summaries = survey(args.spire250, args.out, workers=args.workers, scheduler=args.scheduler,
                        progress=not args.no_progress, model=args.model, tiles_per_block=args.block_tiles,
                        batch_size=args.batch_size, catalogue=args.catalogue, overwrite=args.overwrite,
-                       snr=args.snr, min_flux_mjy=args.min_flux, background=args.background)
+                       snr=args.snr, min_flux_mjy=args.min_flux, background=args.background,
+                       method=args.catalogue_method)
     for s in summaries:
         if s.get("up_to_date"):
             print(f"{s['mosaic']}: up to date (same inputs, model and options); nothing to do")
@@ -394,6 +402,8 @@ def _add_survey(sub, light: bool = False) -> None:
     p.add_argument("--catalogue", action="store_true", help="also extract a merged source catalogue per field")
     p.add_argument("--snr", type=float, default=4.0, help="detection S/N for --catalogue")
     p.add_argument("--min-flux", type=float, default=2.0, help="detection floor (mJy/beam) for --catalogue")
+    p.add_argument("--catalogue-method", choices=("psf", "sky"), default="psf",
+                   help="psf: PSF fits on the mosaic; sky: components of its SKYMODEL")
     p.add_argument("--overwrite", action="store_true", help="replace existing mosaics and catalogues")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     p.set_defaults(handler=_survey)
@@ -456,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--verbose"]
     args = build_parser(only=_command_of(argv) or "").parse_args(argv)
     one_line_warnings()
-    log_to_stdout()
+    if args.command in ("predict", "survey") or verbose:
+        log_to_stdout()  # what was done to the user's inputs; evaluate and train run many predictions
     if verbose:
         os.environ["GALAXYSR_VERBOSE"] = "1"
     try:

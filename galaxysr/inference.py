@@ -717,11 +717,13 @@ def recorded(path: str | os.PathLike, key: str = "GSRPROV") -> str | None:
 def outputs_to_make(outputs: list, overwrite: bool = False) -> list[bool]:
     """For each (path or None, provenance key, expected digest): whether it must be made.
     An existing output recording the same digest is up to date; one that does not is
-    refused — before any work — unless ``overwrite``."""
+    refused — before any work — unless ``overwrite``, which remakes every output asked for."""
     todo = []
     for path, key, expected in outputs:
         if not path:
             todo.append(False)
+        elif overwrite:
+            todo.append(True)
         elif Path(path).exists() and recorded(path, key) == expected:
             todo.append(False)
         elif Path(path).exists() and not overwrite:

@@ -11,11 +11,11 @@ from .instruments import BANDS, TARGET_BAND
 __all__ = ["METHOD_LABELS", "COLOURS", "evaluation_figures", "injection_figure", "field_panels", "completeness_purity", "flux_recovery",
            "offsets", "beams", "counts_figure", "field_bands_figure"]
 
-METHOD_LABELS = {"network": "galaxysr network", "network_psf": "galaxysr network, PSF fit on the map",
+METHOD_LABELS = {"network": "galaxysr network", "network_sky": "galaxysr network, sky-model components",
                  "native_250": "SPIRE 250 native × colour",
                  "richardson_lucy": "Richardson–Lucy 250", "wiener": "Wiener 250",
                  "truth": f"truth ⊗ {BANDS[TARGET_BAND].fwhm.value:g}″ beam (upper bound)"}
-COLOURS = {"network": "C3", "network_psf": "C4", "native_250": "C0", "richardson_lucy": "C1", "wiener": "C2", "truth": "k", "scuba2": "k"}
+COLOURS = {"network": "C3", "network_sky": "C4", "native_250": "C0", "richardson_lucy": "C1", "wiener": "C2", "truth": "k", "scuba2": "k"}
 
 
 def _subplots(*args, **kwargs):

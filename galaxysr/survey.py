@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .catalogue import DEFAULT_METHOD
+
 __all__ = ["Block", "plan_blocks", "run_block", "survey", "survey_field", "up_to_date", "start_client", "assemble",
            "extract_mosaic", "field_stem"]
 
@@ -314,7 +316,7 @@ def start_client(workers: int | None = None, scheduler: str | None = None):
 def survey_field(client, spire250: str, out: str, spire350: str | None = None, spire500: str | None = None,
                  model=None, tiles_per_block: int = 8, batch_size: int = 16, catalogue: bool = False,
                  overwrite: bool = False, progress: bool = True, snr: float = 4.0, min_flux_mjy: float = 2.0,
-                 threads: int = 1, background: str | None = None, method: str = "auto") -> dict:
+                 threads: int = 1, background: str | None = None, method: str = DEFAULT_METHOD) -> dict:
     """Super-resolve one SPIRE field (a 250 µm file; 350/500 found beside it) with the Dask
     ``client``.
 
@@ -401,7 +403,7 @@ def _provenance(artifact, maps: dict, spire250, out, background, snr, min_flux_m
 
 
 def up_to_date(spire250, out: str, model=None, spire350=None, spire500=None, catalogue: bool = False,
-               snr: float = 4.0, min_flux_mjy: float = 2.0, background: str | None = None, method: str = "auto",
+               snr: float = 4.0, min_flux_mjy: float = 2.0, background: str | None = None, method: str = DEFAULT_METHOD,
                **_) -> bool:
     """Whether a field's mosaic (and catalogue) already exist from the same inputs, model and
     options — checked without starting any cluster."""
@@ -417,8 +419,9 @@ def survey(fields: list[str], out: str, workers: int | None = None, scheduler: s
            progress: bool = True, **kwargs) -> list[dict]:
     """:func:`survey_field` for every 250 µm file in ``fields``, on one Dask cluster (see
     :func:`start_client`); the dashboard address is printed. Fields whose outputs are up to
-    date (:func:`up_to_date`) are skipped, and if all are, no cluster is started."""
-    pending = [f for f in fields if not up_to_date(f, out, **kwargs)]
+    date (:func:`up_to_date`) are skipped, and if all are, no cluster is started;
+    ``overwrite=True`` remakes them all."""
+    pending = [f for f in fields if kwargs.get("overwrite") or not up_to_date(f, out, **kwargs)]
     done = [{"field": str(f), "mosaic": str(Path(out) / f"{field_stem(f)}_450.fits"), "up_to_date": True,
              "blocks": 0, "skipped": 0, "computed": 0, "seconds": 0.0} for f in fields if f not in pending]
     if not pending:

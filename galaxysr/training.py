@@ -181,14 +181,14 @@ def write_config(config: TrainConfig, path: Path, extra: dict | None = None) -> 
 class Trainer:
     """Holds model, optimizer, data and step functions of one run."""
 
-    def __init__(self, config: TrainConfig, progress: bool = True, strategy=None, after_validations: float = 0.0):
+    def __init__(self, config: TrainConfig, progress: bool = True, strategy=None, after_pauses: float = 0.0):
         import keras
         import tensorflow as tf
 
         self.config, self.progress = config, progress
         # Work after the last step (the calibration train.py runs), in units of one
-        # validation pass, so the ETA covers the whole run.
-        self.after_validations = float(after_validations)
+        # end-of-epoch pause (validation + checkpoint), so the ETA covers the whole run.
+        self.after_pauses = float(after_pauses)
         self.out = Path(config.out_dir)
         self.strategy = make_strategy(config.strategy) if strategy is None else strategy
         self.chief = _is_chief(self.strategy)
@@ -344,15 +344,16 @@ class Trainer:
                    desc=f"training ({self.strategy.num_replicas_in_sync} replica(s))", dynamic_ncols=True)
         history, sums, counts = [], {}, {}
         started = time.perf_counter()
-        rate = _SteadyRate()
+        rate = _SteadyRate(config.steps_per_epoch)
+        done = {k: 0 for k in iterators}  # steps of each kind this session (counts resets each epoch)
         for step in range(start, stop):
             kind = "real" if config.is_real_step(step) else "sim"
+            step_started = time.perf_counter()
             logs = {k: float(v) for k, v in self._step_fns[kind](iterators[kind]).items()}
             self.step.assign_add(1)
             counts[kind] = counts.get(kind, 0) + 1
-            # The first steps of each kind trace their graph (seconds each): not the rate.
-            if min(counts.get(k, 0) for k in iterators) > _WARMUP_STEPS:
-                rate.tick()
+            done[kind] += 1
+
             for k, v in logs.items():
                 sums.setdefault(kind, {})[k] = sums.get(kind, {}).get(k, 0.0) + v
             done_of_kind = config.steps_before(step + 1)[0 if kind == "sim" else 1]
@@ -363,11 +364,12 @@ class Trainer:
                     tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate))
                 bar.set_postfix({f"{kind}_loss": f"{logs['total']:.4f}"}, refresh=False)
             bar.update(1)
+            if done[kind] > _WARMUP_STEPS:  # the first steps of each kind trace their graphs: not the rate
+                rate.step(time.perf_counter() - step_started)
             end_of_epoch = (step + 1) % config.steps_per_epoch == 0
             if end_of_epoch or step + 1 == stop:
-                started_valid = time.perf_counter()
+                started_pause = time.perf_counter()
                 valid = self.validate()
-                valid_seconds = time.perf_counter() - started_valid
                 # Training losses are means over the steps of this epoch (of this session).
                 means = {kind: {k: v / counts[kind] for k, v in d.items()} for kind, d in sums.items()}
                 history.append({"step": step + 1, **{f"valid_{k}": v for k, v in valid.items()},
@@ -382,15 +384,18 @@ class Trainer:
                     if end_of_epoch:
                         self._image_summary(step)
                 saved = self._save(step + 1)
+                rate.pause(time.perf_counter() - started_pause)
                 losses = "  ".join(f"{kind} {d['total']:.4f}" for kind, d in means.items())
-                eta = rate.eta(config.total_steps - step - 1, self.after_validations * valid_seconds)
+                remaining = config.total_steps - step - 1
+                eta = rate.eta(remaining, -(-remaining // config.steps_per_epoch), self.after_pauses)
                 self._say(f"epoch {(step + 1 + config.steps_per_epoch - 1) // config.steps_per_epoch}/{config.epochs} "
                           f"step {step + 1}: loss {losses}  valid {valid['total']:.4f}  |  {rate.rate():.2f} steps/s"
                           f"{f', ETA {eta}' if eta else ''}  |  checkpoint {saved}", bar)
         bar.close()
         self.writer.flush()
         elapsed = time.perf_counter() - started
-        return {"history": history, "seconds": elapsed, "steps": stop - start}
+        return {"history": history, "seconds": elapsed, "steps": stop - start,
+                "pause_seconds": float(np.mean(rate.pauses)) if rate.pauses else float("nan")}
 
     def _initialise_from(self, folder: str) -> None:
         """Start from the weights of the model in ``folder`` (a train.py model folder)."""
@@ -448,31 +453,47 @@ class Trainer:
 #: Steps of each kind (simulated, real) left out of the rate: they trace their graphs.
 _WARMUP_STEPS = 3
 
+#: train.py's calibration after the last step (effective beam and error calibration on
+#: fields of the training distribution), in end-of-epoch pauses of the default run,
+#: measured on the 2-core development machine (15.7 s = 41 pauses of 0.39 s, plus ≈ 7 s to
+#: simulate three calibration fields on first use; docs/training.md), so the ETA covers it.
+CALIBRATION_PAUSES = 60.0
+
 
 class _SteadyRate:
-    """Steps per second over the last steps (not since start-up, which is slow: tracing,
-    the first epoch's caches), for an honest ETA."""
+    """Time per training step over the last steps (not since start-up, which is slow:
+    tracing, the first epoch's caches) and per end-of-epoch pause (validation, summaries,
+    checkpoint), kept apart so the ETA is right from the first epoch on."""
 
-    def __init__(self, window: int = 200):
+    def __init__(self, steps_per_epoch: int, window: int = 200):
         from collections import deque
 
-        self.times = deque(maxlen=window)
+        self.steps_per_epoch = max(int(steps_per_epoch), 1)
+        self.steps = deque(maxlen=window)
+        self.pauses = deque(maxlen=20)
 
-    def tick(self) -> None:
-        self.times.append(time.perf_counter())
+    def step(self, seconds: float) -> None:
+        self.steps.append(seconds)
+
+    def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
 
     def rate(self) -> float:
-        if len(self.times) < 2:
+        """Steps per second, end-of-epoch pauses included."""
+        if len(self.steps) < 2:
             return float("nan")
-        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+        per_step = float(np.mean(self.steps))
+        per_epoch = float(np.mean(self.pauses)) if self.pauses else 0.0
+        return 1.0 / (per_step + per_epoch / self.steps_per_epoch)
 
-    def eta(self, remaining_steps: int, extra_seconds: float = 0.0) -> str:
-        """``'1 h 05 min'``-style time left (``extra_seconds`` more after the last step), or
-        '' before the rate settles."""
-        rate = self.rate()
-        if len(self.times) < 20 or not np.isfinite(rate) or rate <= 0 or remaining_steps <= 0:
+    def eta(self, remaining_steps: int, remaining_epochs: int, after_pauses: float = 0.0) -> str:
+        """``'1 h 05 min'``-style time left: the steps, the epochs' pauses and
+        ``after_pauses`` pauses' worth of work after the last step; '' before the rate settles."""
+        if len(self.steps) < 20 or remaining_steps <= 0:
             return ""
-        minutes = int(round((remaining_steps / rate + extra_seconds) / 60))
+        pause = float(np.mean(self.pauses)) if self.pauses else 0.0
+        seconds = remaining_steps * float(np.mean(self.steps)) + (remaining_epochs + after_pauses) * pause
+        minutes = int(round(seconds / 60))
         return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
@@ -512,15 +533,16 @@ def export_artifact(model, config: TrainConfig, folder: str | os.PathLike, metri
 
 
 def train(config: TrainConfig, max_steps: int | None = None, progress: bool = True, strategy=None,
-          after_validations: float = 0.0) -> dict:
+          after_pauses: float = 0.0) -> dict:
     """Train (resuming from ``out_dir`` if a checkpoint is there) and export at the end.
 
     ``strategy`` overrides ``config.strategy`` with a ready `tf.distribute` strategy.
-    ``after_validations``: the work that follows training, in validation passes, for the ETA.
+    ``after_pauses``: the work that follows training, in end-of-epoch pauses (validation +
+    checkpoint; :data:`CALIBRATION_PAUSES` for train.py's calibration), for the ETA.
     Returns a summary with the validation history, wall time and, when training reached
     ``total_steps``, the artifact path.
     """
-    trainer = Trainer(config, progress=progress, strategy=strategy, after_validations=after_validations)
+    trainer = Trainer(config, progress=progress, strategy=strategy, after_pauses=after_pauses)
     summary = trainer.run(max_steps=max_steps)
     summary["final_step"] = int(trainer.step.numpy())
     summary["chief"] = trainer.chief

@@ -4,24 +4,17 @@ conventions of a published package (issue: real archive maps, a quiet first hour
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pytest
-from astropy import units as u
 from astropy.io import fits
-from astropy.table import Table
 
 import galaxysr
 from galaxysr.cli import main
 from galaxysr.instruments import SPIRE_BANDS
-from galaxysr.maps import read_map, write_map
-from galaxysr.model import ModelConfig, build_generator
-from galaxysr.simulate import SimulationConfig, simulate_field
-from galaxysr.training import TrainConfig, export_artifact
 
 REPO = Path(__file__).resolve().parents[1]
 A1689 = files("galaxysr") / "data" / "real" / "A1689_1342201247"
@@ -32,19 +25,6 @@ def _archive(band):
     return str(next(p for p in A1689.iterdir() if f"hspire{TAGS[band]}" in p.name))
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    config = TrainConfig(model=ModelConfig(tile=64, depth=4, base_filters=4))
-    return export_artifact(build_generator(config.model), config, tmp_path_factory.mktemp("art") / "model")
-
-
-@pytest.fixture(scope="module")
-def field_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("field")
-    field = simulate_field(SimulationConfig(area_deg2=0.01, seed=77))
-    for band in SPIRE_BANDS:
-        write_map(field[band], folder / f"deep_{band[-3:]}.fits")
-    return folder, field
 
 
 # -- package conventions ---------------------------------------------------------------------
@@ -88,12 +68,12 @@ def _clean_env():
 
 def test_predict_and_the_python_api_leave_stderr_empty(tiny_model, field_files, tmp_path):
     folder, _ = field_files
-    out = subprocess.run([sys.executable, str(REPO / "predict.py"), str(folder / "deep_250.fits"),
+    out = subprocess.run([sys.executable, str(REPO / "predict.py"), str(folder / "cosmos_250.fits"),
                           str(tmp_path / "o.fits"), "--model", str(tiny_model), "--no-progress"],
                          capture_output=True, text=True, env=_clean_env(), cwd=tmp_path)
     assert out.returncode == 0 and out.stderr == "", out.stderr
     code = (f"from galaxysr import super_resolve\n"
-            f"m = super_resolve({str(folder / 'deep_250.fits')!r}, model={str(tiny_model)!r})\n"
+            f"m = super_resolve({str(folder / 'cosmos_250.fits')!r}, model={str(tiny_model)!r})\n"
             f"m.write({str(tmp_path / 'api.fits')!r})\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_clean_env(),
                          cwd=tmp_path)
@@ -113,7 +93,7 @@ def test_training_leaves_stderr_empty_and_says_how_to_use_its_model(tmp_path):
 
 def test_verbose_shows_tensorflows_own_output(tiny_model, field_files, tmp_path):
     folder, _ = field_files
-    out = subprocess.run([sys.executable, str(REPO / "predict.py"), str(folder / "deep_250.fits"),
+    out = subprocess.run([sys.executable, str(REPO / "predict.py"), str(folder / "cosmos_250.fits"),
                           str(tmp_path / "o.fits"), "--model", str(tiny_model), "--no-progress", "--verbose"],
                          capture_output=True, text=True, env=_clean_env(), cwd=tmp_path)
     assert out.returncode == 0 and out.stderr != ""
@@ -124,7 +104,7 @@ def test_verbose_shows_tensorflows_own_output(tiny_model, field_files, tmp_path)
 def test_predict_rerun_is_up_to_date_and_a_changed_one_is_refused(tiny_model, field_files, tmp_path, capsys):
     folder, _ = field_files
     out, cat = tmp_path / "o.fits", tmp_path / "o.ecsv"
-    args = ["predict", str(folder / "deep_250.fits"), str(out), "--model", str(tiny_model), "--no-progress"]
+    args = ["predict", str(folder / "cosmos_250.fits"), str(out), "--model", str(tiny_model), "--no-progress"]
     assert main(args) == 0
     stamp = out.stat().st_mtime_ns
     assert main(args) == 0 and "up to date" in capsys.readouterr().out
@@ -135,6 +115,9 @@ def test_predict_rerun_is_up_to_date_and_a_changed_one_is_refused(tiny_model, fi
     assert main([*args, "--catalogue", str(cat), "--snr", "3"]) == 0 and "up to date" in capsys.readouterr().out
     # Other options: refused, unless --overwrite.
     assert main([*args, "--background", "median"]) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--background", "median", "--overwrite"]) == 0 and out.stat().st_mtime_ns != stamp
+    # --overwrite remakes even an up-to-date output (the explicit ask).
+    stamp = out.stat().st_mtime_ns
     assert main([*args, "--background", "median", "--overwrite"]) == 0 and out.stat().st_mtime_ns != stamp
 
 

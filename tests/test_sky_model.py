@@ -151,3 +151,21 @@ def test_catalogue_from_the_sky_model_measures_flux_and_position():
     assert psf["flux"][0] == pytest.approx(20.0, rel=0.03)  # the map agrees: it is the sky drawn at 7.9″
     with pytest.raises(ValueError, match="no sky model"):
         extract_sources(Map(image.astype(np.float32), wcs, BEAM), method="sky")
+
+
+def test_the_sky_model_head_has_no_ceiling():
+    """0.2's sigmoid saturated at 500 mJy/beam; the sky-model path (activation, beam,
+    scaling and its inverse at prediction) carries a 5 Jy source through unchanged."""
+    from galaxysr.model import FluxScaling, galaxysr_layers
+
+    scaling = FluxScaling()
+    custom = galaxysr_layers()
+    activation = custom.SkyActivation(scaling.softening_mjy, scaling._norm)
+    assert float(activation(np.array([[40.0]], np.float32))[0, 0]) > 1e6  # mJy per sky pixel
+    sky = np.zeros((128, 128), np.float32)
+    sky[64, 64] = 5000.0
+    drawn = _render(sky)
+    assert np.allclose(drawn, 100 * _render(sky / 100), rtol=1e-4, atol=1e-3)  # linear: 5 Jy as 50 mJy
+    assert drawn.max() > 0.97 * 5000.0  # a 1″ sky pixel sits ≤ 0.7″ from a 2″ map-pixel centre
+    y = custom.AsinhScale(scaling.softening_mjy, scaling.ceiling_mjy)(drawn[None, ..., None])
+    assert float(np.max(scaling.inverse(np.asarray(y)))) == pytest.approx(drawn.max(), rel=1e-3)

@@ -24,19 +24,19 @@ from .metrics import (ERROR_BINS_MJY, EvalConfig, calibrate_errors, error_statis
 
 
 #: How each method's catalogue is extracted (:func:`galaxysr.catalogue.extract_sources`
-#: ``method``): the network's default catalogue, and its map's PSF-fit catalogue beside it.
-EXTRACTION = {"network": "auto", "network_psf": "psf"}
+#: ``method``): the network's default catalogue (PSF fits), and its sky model's components beside it.
+EXTRACTION = {"network": "psf", "network_sky": "sky"}
 
 
 def method_maps(field: Field, network: Map, colour: float) -> dict[str, Map]:
-    """The network output (twice when it has a sky model: catalogued from the sky model and
-    by PSF fits on the map) and every baseline, for one field."""
+    """The network output (twice when it has a sky model: catalogued by PSF fits on the map
+    and from the sky model's components) and every baseline, for one field."""
     m250 = field["spire_250"]
     # Sources are found against each map's own sigma-clipped scatter (with a floor), the
     # same way for every method; the network's error map is scored separately.
     maps = {"network": replace(network, noise=None)}
     if network.sky_model is not None:
-        maps["network_psf"] = maps["network"]
+        maps["network_sky"] = maps["network"]
     maps |= {"native_250": native_250(m250, colour),
             "richardson_lucy": richardson_lucy(m250, network.wcs, network.shape, colour),
             "wiener": wiener(m250, network.wcs, network.shape, colour)}
@@ -118,7 +118,7 @@ def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig()
             cat = cat[inner_region(cat, network, config.edge_arcsec)]
             pooled.setdefault(name, []).append((cat, truth))
             fwhm_stamps.setdefault(name, []).append((m, *bright_at))
-            if name != "network_psf":  # the same map as "network": one plain reading
+            if name != "network_sky":  # the same map as "network": one plain reading
                 peaks = plain_peaks(m)
                 peaks = peaks[inner_region(peaks, network, config.edge_arcsec)]
                 plain.setdefault(name, []).append((peaks, truth))
