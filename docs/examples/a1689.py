@@ -18,7 +18,7 @@ import numpy as np
 
 from galaxysr import extract_sources, super_resolve
 from galaxysr.conventions import condition
-from galaxysr.maps import read_map, reproject_map
+from galaxysr.maps import read_map
 
 FOLDER = files("galaxysr") / "data" / "real" / "A1689_1342201247"
 TAGS = {"spire_250": "psw", "spire_350": "pmw", "spire_500": "plw"}
@@ -48,9 +48,9 @@ def main(out: str = "docs/examples/a1689.png") -> None:
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 4)
     for ax, band in zip(axes, TAGS):
-        seen = reproject_map(condition(maps[band]).map, result.wcs, result.shape)
+        seen = condition(maps[band]).map  # on its own archive grid (6″/10″/14″ pixels)
         ax.imshow(seen.data, origin="lower", cmap="inferno", vmin=-10, vmax=np.nanpercentile(seen.data, 99.5))
-        ax.set_title(f"SPIRE {band[-3:]} µm (mJy/beam, background removed)", fontsize=9)
+        ax.set_title(f"SPIRE {band[-3:]} µm, {seen.pixel_scale.to_value('arcsec'):.0f}″ pixels", fontsize=9)
     ax = axes[3]
     ax.imshow(result.data, origin="lower", cmap="inferno", vmin=0, vmax=np.nanpercentile(result.data, 99.7))
     ax.plot(catalogue["x"], catalogue["y"], "o", mfc="none", mec="cyan", ms=7, mew=0.8)
@@ -58,7 +58,8 @@ def main(out: str = "docs/examples/a1689.png") -> None:
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("Abell 1689, HerMES SPIRE scan 1342201247 (ESA Herschel Science Archive)")
+    fig.suptitle("Abell 1689, HerMES SPIRE scan 1342201247 (ESA Herschel Science Archive); inputs in mJy/beam, "
+                 "point-source calibrated, background removed, as the network sees them")
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
