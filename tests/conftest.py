@@ -36,7 +36,7 @@ def write_fits(tmp_path):
     return _write
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """An untrained small sky-model network, exported as a ModelArtifact folder."""
     from galaxysr.model import ModelConfig, build_generator
@@ -46,7 +46,7 @@ def tiny_model(tmp_path_factory):
     return export_artifact(build_generator(config.model), config, tmp_path_factory.mktemp("art") / "model")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def field_files(tmp_path_factory):
     """A 0.01 deg² simulated field written as cosmos_250/350/500.fits; (folder, Field)."""
     from galaxysr.instruments import SPIRE_BANDS

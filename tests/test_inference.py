@@ -11,7 +11,7 @@ from astropy.table import Table
 from galaxysr.cli import main
 from galaxysr.inference import load_artifact, super_resolve_maps
 from galaxysr.instruments import BANDS, SPIRE_BANDS
-from galaxysr.maps import read_map, write_map
+from galaxysr.maps import read_map
 from galaxysr.model import ModelConfig, build_generator
 from galaxysr.simulate import SimulationConfig, simulate_field
 from galaxysr.training import TrainConfig, export_artifact
@@ -22,16 +22,6 @@ def tiny_artifact(tmp_path_factory):
     config = TrainConfig(model=ModelConfig(tile=64, depth=4, base_filters=4))
     model = build_generator(config.model)
     return load_artifact(export_artifact(model, config, tmp_path_factory.mktemp("art") / "model"))
-
-
-@pytest.fixture(scope="session")
-def field_files(tmp_path_factory):
-    """A small simulated field written as three SPIRE files named like survey products."""
-    folder = tmp_path_factory.mktemp("field")
-    field = simulate_field(SimulationConfig(area_deg2=0.01, seed=77))
-    for band in SPIRE_BANDS:
-        write_map(field[band], folder / f"cosmos_{band[-3:]}.fits")
-    return folder, field
 
 
 def _run(args):
