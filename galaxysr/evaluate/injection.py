@@ -39,7 +39,7 @@ BRIGHT_250_MJY = (500.0, 1000.0, 2000.0)
 #: Targets (issue "Sources as sharp and as bright as the sky"): per scenario kind and flux
 #: range, (quantity, low, high).
 INJECTION_TARGETS = {
-    "noise": [((10, 40), "fwhm_arcsec", 7.9, 8.3), ((10, 40), "peak_ratio", 0.95, 1.05),
+    "noise": [((10, 40), "fwhm_arcsec", BANDS[TARGET_BAND].fwhm.to_value(u.arcsec), 8.3), ((10, 40), "peak_ratio", 0.95, 1.05),
               ((10, 40), "integrated_ratio", 0.95, 1.05), ((10, 40), "median_offset_arcsec", 0.0, 1.0),
               ((5, 5), "peak_ratio", 0.85, 1.15), ((5, 5), "integrated_ratio", 0.85, 1.15)],
     "sky": [((20, 40), "fwhm_arcsec", 0.0, 8.5), ((20, 40), "peak_ratio", 0.90, 1.10)],
