@@ -1,7 +1,8 @@
-"""The ``galaxysr`` command: simulate, mock-real, train, predict, evaluate, calibrate, survey.
+"""The galaxysr command: simulate, mock-real, train, predict, evaluate, calibrate, survey.
 
-The work of each subcommand is imported inside its handler; TensorFlow's C++ start-up
-chatter is silenced unless TF_CPP_MIN_LOG_LEVEL is set.
+The work of each subcommand is imported inside its handler. TensorFlow's C++ start-up
+chatter is filtered out of standard error (:mod:`galaxysr.console`) unless ``--verbose``,
+``GALAXYSR_VERBOSE=1`` or the user's own ``TF_CPP_MIN_LOG_LEVEL`` asks for it.
 """
 
 from __future__ import annotations
@@ -9,32 +10,62 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default only when there is one to show and its help does not
+    already say it (no "(default: None)", no doubled defaults)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
 
 
 def _simulate(args) -> int:
+    import json
     from dataclasses import replace
 
     from tqdm import tqdm
 
+    from . import __version__
     from .evaluate import sky_simulation
-    from .maps import write_field
-    from .simulate import simulate_field
+    from .maps import MapError, write_field
+    from .simulate import SIMULATOR_VERSION, simulate_field
 
     out = Path(args.out)
     seeds = [args.seed + i for i in range(args.n_fields)]
+    written = current = 0
     for seed in tqdm(seeds, desc="simulating fields", unit="field", disable=len(seeds) == 1):
         config = replace(sky_simulation(args.sky, seed, args.area), ra_deg=args.ra, dec_deg=args.dec,
                          scuba2_coverage=args.coverage)
         if args.noise_scale != 1.0:
             config = replace(config, noise_scale=config.noise_scale * args.noise_scale)
         folder = out if args.n_fields == 1 else out / f"field_{seed:05d}"
-        write_field(simulate_field(config), folder, overwrite=args.overwrite)
-        print(f"wrote {folder}") if args.n_fields == 1 else None
+        # What the field is made of (as it reads back from JSON): a rerun that would write the
+        # same field has nothing to do; one that would write another is refused.
+        recipe = json.loads(json.dumps({"simulator_version": SIMULATOR_VERSION, "simulation": config.to_dict()}))
+        record = folder / "simulation.json"
+        if record.exists() and not args.overwrite:
+            try:
+                if json.loads(record.read_text()).get("recipe") == recipe:
+                    current += 1
+                    continue
+            except json.JSONDecodeError:
+                pass
+        if folder.exists() and any(folder.iterdir()) and not args.overwrite:
+            raise MapError(f"{folder}: already holds files not made by this command (another seed, area, sky or "
+                           "galaxysr version); choose another folder or allow overwriting it")
+        write_field(simulate_field(config), folder, overwrite=True)
+        record.write_text(json.dumps({"recipe": recipe, "galaxysr_version": __version__}, indent=1))
+        written += 1
+    what = str(out) if args.n_fields == 1 else f"{out} ({args.n_fields} fields)"
+    print(f"wrote {what}" if written else f"{what}: up to date (same simulation); nothing to do")
     return 0
 
 
@@ -49,42 +80,50 @@ def _train(args) -> int:
     from .datasets import DataConfig
     from .config import LossConfig
     from .model import ModelConfig
-    from .training import TrainConfig, train
+    from .training import CALIBRATION_PAUSES, TrainConfig, train
 
     model = ModelConfig(input_bands=tuple(args.bands), tile=args.tile, depth=args.depth,
                         base_filters=args.base_filters, pixel_arcsec=args.pixel, upsampling=args.upsampling,
-                        noise_inputs=not args.no_noise_inputs, uncertainty_head=not args.no_uncertainty_head)
+                        noise_inputs=not args.no_noise_inputs, uncertainty_head=not args.no_uncertainty_head,
+                        dropout=args.dropout)
     data = DataConfig(sim_dir=args.sim_dir, n_sim_fields=args.n_sim_fields, sim_area_deg2=args.sim_area,
                       real_dirs=(tuple(args.real_dir or DataConfig().real_dirs) if args.sim_per_real > 0 else ()),
                       randomise=not args.no_randomise)
     loss = LossConfig(l1=args.w_l1, mean_flux=args.w_mean, median_flux=args.w_median,
                       aperture_flux=args.w_aperture, peak_flux=args.w_peak, uncertainty=args.w_uncertainty,
-                      adversarial=args.w_adversarial)
+                      sky_model=args.w_sky, adversarial=args.w_adversarial)
     config = TrainConfig(model=model, loss=loss, data=data, epochs=args.epochs,
                          steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                          sim_per_real=args.sim_per_real, learning_rate=args.lr, seed=args.seed,
                          out_dir=args.out, strategy=args.strategy, init_from=args.init_from)
-    summary = train(config, max_steps=args.max_steps, progress=not args.no_progress)
+    summary = train(config, max_steps=args.max_steps, progress=not args.no_progress,
+                    after_pauses=0.0 if args.no_calibration else CALIBRATION_PAUSES)
     if "artifact" in summary:
         print(f"trained {summary['final_step']} steps; model written to {summary['artifact']}")
+        use = (f"use it: python predict.py SPIRE_250.fits OUT.fits --model {summary['artifact']}   "
+               f"(or galaxysr evaluate --model {summary['artifact']})")
         if summary.get("chief", True) and not args.no_calibration:
             from .evaluate import calibrate_artifact
             from .inference import load_artifact
 
+            started = time.perf_counter()
             try:
                 meta = calibrate_artifact(load_artifact(summary["artifact"]), config.data).meta
             except ValueError as error:
-                print(f"galaxysr train: warning: the model was not calibrated ({error}); its header beam is the "
-                      "nominal one and its errors are uncalibrated — run `galaxysr calibrate` on it", file=sys.stderr)
+                print(f"galaxysr train: warning: the model was not calibrated ({error}); its errors are "
+                      f"uncalibrated — run `galaxysr calibrate {summary['artifact']}`", file=sys.stderr)
+                print(use)
                 return 0
             beam = meta["effective_beam"]
-            print(f"output beam measured on {len(beam['fields'])} fields of the training distribution: "
+            print(f"calibrated in {time.perf_counter() - started:.0f} s")
+            print(f"stacked output beam on {len(beam['fields'])} fields of the training distribution: "
                   f"FWHM {beam['fwhm_arcsec']:.2f}″, peak/true {beam['peak_ratio']:.3f} ({beam['n']} bright "
                   "isolated sources); recorded in its config.json")
             if "error_calibration" in meta:
                 errors = meta["error_calibration"]
                 print(f"error map calibrated on {errors['n_sources']} matched sources: factors "
                       + ", ".join(f"{f:.2f} at {s:.0f} mJy" for s, f in zip(errors["flux_mjy"], errors["factor"])))
+        print(use)
     else:
         print(f"stopped at step {summary['final_step']} of {config.total_steps}; rerun the same command "
               "to continue from the last checkpoint")
@@ -93,7 +132,7 @@ def _train(args) -> int:
 
 def _add_train(sub, light: bool = False) -> None:
     p = sub.add_parser("train", help="train the generator (resumes from --out if it holds a checkpoint)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=_Help,
                        description="Train on simulated fields (made on first use) alternating with real "
                                    "SPIRE + SCUBA-2 pairs (default: the shipped MOCK pair). Rerunning the "
                                    "same command resumes from the last checkpoint in --out.")
@@ -126,12 +165,15 @@ def _add_train(sub, light: bool = False) -> None:
     p.add_argument("--upsampling", choices=["transpose", "subpixel", "subpixel_head"], default=m.upsampling,
                    help="decoder upsampling: transposed convolutions (GalaxyGAN), sub-pixel convolutions, or "
                         "sub-pixel for the output heads only")
+    p.add_argument("--dropout", type=float, default=m.dropout,
+                   help=f"dropout rate on the first {m.dropout_levels} decoder levels (GalaxyGAN used 0.5)")
     p.add_argument("--no-noise-inputs", action="store_true", help="do not feed the SPIRE noise maps to the network")
     p.add_argument("--no-uncertainty-head", action="store_true", help="no error-map output")
     p.add_argument("--no-randomise", action="store_true",
                    help="simulate every training field with the reference sky instead of drawing from the prior")
     for term, key in (("l1", "l1"), ("mean", "mean_flux"), ("median", "median_flux"), ("aperture", "aperture_flux"),
-                      ("peak", "peak_flux"), ("uncertainty", "uncertainty"), ("adversarial", "adversarial")):
+                      ("peak", "peak_flux"), ("uncertainty", "uncertainty"), ("sky", "sky_model"),
+                      ("adversarial", "adversarial")):
         p.add_argument(f"--w-{term}", type=float, default=getattr(LossConfig(), key),
                        help=f"weight of the {term} loss term")
     p.add_argument("--seed", type=int, default=t.seed, help="random seed")
@@ -148,48 +190,59 @@ def _add_train(sub, light: bool = False) -> None:
     p.set_defaults(handler=_train)
 
 
-def _refuse_existing(paths, overwrite: bool) -> None:
-    """Output files that exist are refused before any work (unless --overwrite)."""
-    from .maps import MapError
-
-    for path in paths:
-        if path is not None and Path(path).exists() and not overwrite:
-            raise MapError(f"{path}: already exists; choose another name or pass --overwrite")
+def _add_background(p) -> None:
+    p.add_argument("--background", choices=["filter", "median", "none"], default=None,
+                   help="how the SPIRE maps' background (e.g. the archive's Planck zero level) is removed "
+                        "(default: the model's own convention, filter; docs/inference.md)")
 
 
 def _predict(args) -> int:
-    from .inference import input_maps, load_artifact, super_resolve_maps
+    from .inference import (MissingBandError, digest, input_maps, load_artifact, outputs_to_make, provenance,
+                            super_resolve_maps)
     from .maps import MapError, read_map
 
     out = Path(args.output)
-    _refuse_existing([out, args.catalogue, args.priors], args.overwrite)
     artifact = load_artifact(args.model)
     try:
         maps = input_maps(artifact, Path(args.spire250), args.spire350, args.spire500)
-    except MapError as error:
+    except MissingBandError as error:
         # The library names the problem; here the flag that fixes it.
-        bands = [b for b in artifact.config.input_bands if b != "spire_250"]
-        raise MapError(f"{error} (--{' / --'.join('spire' + b[-3:] for b in bands)} PATH)") from None
-    result = super_resolve_maps(maps, artifact, overlap=args.overlap, batch_size=args.batch_size,
-                                progress=not args.no_progress, out_path=out, overwrite=args.overwrite)
-    print(f"wrote {result}")
-    if args.catalogue or args.priors:
+        raise MapError(f"{error} (--spire{error.band[-3:]} PATH)") from None
+    background = args.background or artifact.config.background
+    made_from = provenance({b: m.source for b, m in maps.items()}, artifact,
+                           {"overlap": args.overlap, "background": background})
+    listed = digest(made_from, args.snr, args.min_flux, args.catalogue_method)
+    need_map, need_cat, need_priors = outputs_to_make(
+        [(out, "GSRPROV", made_from), (args.catalogue and Path(args.catalogue), "GSRCAT", listed),
+         (args.priors and Path(args.priors), "GSRCAT", listed)], args.overwrite)
+    if not (need_map or need_cat or need_priors):
+        names = ", ".join(str(p) for p in (out, args.catalogue, args.priors) if p)
+        print(f"{names}: up to date (same inputs, model and options); nothing to do")
+        return 0
+    if need_map:
+        result = super_resolve_maps(maps, artifact, overlap=args.overlap, batch_size=args.batch_size,
+                                    progress=not args.no_progress, out_path=out, overwrite=True,
+                                    background=background, header_extra={"GSRPROV": made_from})
+        print(f"wrote {result}")
+    if need_cat or need_priors:
         from .catalogue import extract_sources, write_catalogue, write_priors
 
-        table = extract_sources(read_map(result, band=artifact.config.target_band), snr=args.snr,
-                                min_flux_mjy=args.min_flux, command=" ".join(["galaxysr", *sys.argv[1:]]))
-        if args.catalogue:
-            write_catalogue(table, args.catalogue, overwrite=args.overwrite)
+        table = extract_sources(read_map(out, band=artifact.config.target_band), snr=args.snr,
+                                min_flux_mjy=args.min_flux, command=" ".join(["galaxysr", *sys.argv[1:]]),
+                                method=args.catalogue_method)
+        table.meta["GSRCAT"] = listed
+        if need_cat:
+            write_catalogue(table, args.catalogue, overwrite=True)
             print(f"wrote {args.catalogue} ({len(table)} sources at S/N ≥ {args.snr:g} and ≥ {args.min_flux:g} mJy)")
-        if args.priors:
-            write_priors(table, args.priors, overwrite=args.overwrite)
+        if need_priors:
+            write_priors(table, args.priors, overwrite=True, provenance=listed)
             print(f"wrote {args.priors} (XID+ prior list, {len(table)} positions)")
     return 0
 
 
 def _add_predict(sub, light: bool = False) -> None:
     p = sub.add_parser("predict", help="super-resolve a SPIRE 250 µm map (+350/500) to 450 µm resolution",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=_Help,
                        description="Super-resolve SPIRE maps with a trained model (default: the shipped "
                                    "one). The 350/500 µm maps are found beside the 250 µm file by "
                                    "replacing '250' (or PSW) in its name, or given explicitly. Output: a "
@@ -203,11 +256,14 @@ def _add_predict(sub, light: bool = False) -> None:
     p.add_argument("--model", default=None, help="model folder / SavedModel / .keras (default: shipped model)")
     p.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default: a quarter tile)")
     p.add_argument("--batch-size", type=int, default=16, help="tiles per network call")
+    _add_background(p)
     p.add_argument("--catalogue", default=None,
                    help="also extract sources into this table (.ecsv, .fits, .csv; columns in docs/inference.md)")
     p.add_argument("--priors", default=None, help="also write the source positions as an XID+ prior list (FITS)")
     p.add_argument("--snr", type=float, default=4.0, help="detection S/N against the output's ERROR plane")
     p.add_argument("--min-flux", type=float, default=2.0, help="detection floor (mJy/beam)")
+    p.add_argument("--catalogue-method", choices=("psf", "sky"), default="psf",
+                   help="psf: PSF fits on the map; sky: components of the SKYMODEL grouped within half a beam")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_predict)
@@ -247,7 +303,7 @@ def _evaluate(args) -> int:
 
 def _add_evaluate(sub, light: bool = False) -> None:
     p = sub.add_parser("evaluate", help="completeness, purity, flux and position accuracy vs baselines",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=_Help,
                        description="Score the model and classical baselines (native 250, Richardson-Lucy, "
                                    "Wiener, truth upper bound) on held-out simulated fields, or on a real "
                                    "SPIRE + SCUBA-2 pair (--real), and write a report with plots.")
@@ -280,9 +336,13 @@ def _survey(args) -> int:
     summaries = survey(args.spire250, args.out, workers=args.workers, scheduler=args.scheduler,
                        progress=not args.no_progress, model=args.model, tiles_per_block=args.block_tiles,
                        batch_size=args.batch_size, catalogue=args.catalogue, overwrite=args.overwrite,
-                       snr=args.snr, min_flux_mjy=args.min_flux)
+                       snr=args.snr, min_flux_mjy=args.min_flux, background=args.background,
+                       method=args.catalogue_method)
     for s in summaries:
-        extra = f"; {s['sources']} sources in {s['catalogue']}" if "catalogue" in s else ""
+        if s.get("up_to_date"):
+            print(f"{s['mosaic']}: up to date (same inputs, model and options); nothing to do")
+            continue
+        extra = f"; {s['sources']} sources in {s['catalogue']}" if "sources" in s else ""
         print(f"wrote {s['mosaic']} ({s['computed']} blocks computed, {s['skipped']} reused, "
               f"{s['seconds']:.0f} s){extra}")
     return 0
@@ -308,7 +368,7 @@ def _calibrate(args) -> int:
 
 def _add_calibrate(sub, light: bool = False) -> None:
     p = sub.add_parser("calibrate", help="measure a trained model's output beam and calibrate its error map",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=_Help,
                        description="What train.py does after training: simulate the calibration fields of the "
                                    "model's training distribution, measure the stacked beam of bright isolated "
                                    "sources and the scatter of fluxes about the truth, and record both in the "
@@ -323,7 +383,7 @@ def _add_calibrate(sub, light: bool = False) -> None:
 
 def _add_survey(sub, light: bool = False) -> None:
     p = sub.add_parser("survey", help="super-resolve whole survey fields on a Dask cluster",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=_Help,
                        description="Super-resolve one or more SPIRE fields block by block on Dask: a LocalCluster "
                                    "of --workers processes, or an existing cluster (--scheduler; e.g. from "
                                    "dask-jobqueue on SLURM/PBS, docs/survey.md). The result equals predict's "
@@ -338,9 +398,12 @@ def _add_survey(sub, light: bool = False) -> None:
     p.add_argument("--model", default=None, help="model folder / SavedModel / .keras (default: shipped model)")
     p.add_argument("--block-tiles", type=int, default=8, help="block side in tiles (memory per worker grows with it)")
     p.add_argument("--batch-size", type=int, default=16, help="tiles per network call")
+    _add_background(p)
     p.add_argument("--catalogue", action="store_true", help="also extract a merged source catalogue per field")
     p.add_argument("--snr", type=float, default=4.0, help="detection S/N for --catalogue")
     p.add_argument("--min-flux", type=float, default=2.0, help="detection floor (mJy/beam) for --catalogue")
+    p.add_argument("--catalogue-method", choices=("psf", "sky"), default="psf",
+                   help="psf: PSF fits on the mosaic; sky: components of its SKYMODEL")
     p.add_argument("--overwrite", action="store_true", help="replace existing mosaics and catalogues")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     p.set_defaults(handler=_survey)
@@ -350,11 +413,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser. With ``only``, the other subcommands get their one-line help
     but no arguments, so ``galaxysr --help`` and ``galaxysr CMD --help`` import nothing
     they do not need (answering in ~1–2 s rather than importing every stage)."""
-    parser = argparse.ArgumentParser(prog="galaxysr", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="galaxysr", description="Super-resolve Herschel SPIRE maps to SCUBA-2 "
+                                     "450 µm resolution: simulate, train, predict, evaluate, calibrate, survey.")
+    parser.add_argument("--version", action="version", version=f"galaxysr {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own start-up and runtime messages (also GALAXYSR_VERBOSE=1; may "
+                             "follow the subcommand)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="simulate SPIRE + SCUBA-2 450 fields with a truth catalogue",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=_Help)
     sim.add_argument("--area", type=float, default=0.25, help="field area in deg²")
     sim.add_argument("--seed", type=int, default=1, help="random seed (field i uses seed+i)")
     sim.add_argument("--n-fields", type=int, default=1, help="number of fields (folders field_SEED)")
@@ -371,7 +441,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sim.set_defaults(handler=_simulate)
 
     mock = sub.add_parser("mock-real", help="write the small mock real SPIRE + SCUBA-2 pair (MOCK data)",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                          formatter_class=_Help)
     mock.add_argument("--out", default="data/mock_real", help="output folder")
     mock.add_argument("--seed", type=int, default=424242, help="random seed")
     mock.add_argument("--overwrite", action="store_true", help="replace an existing mock pair")
@@ -388,19 +458,21 @@ def _command_of(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """Warnings as one line naming the problem, without the source line that raised it."""
-    print(f"galaxysr: warning: {message}", file=file or sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
-    import warnings
+    from .console import log_to_stdout, one_line_warnings, quiet_native_output
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = "--verbose" in argv  # accepted before or after the subcommand (train.py/predict.py pass it after)
+    argv = [a for a in argv if a != "--verbose"]
     args = build_parser(only=_command_of(argv) or "").parse_args(argv)
-    warnings.showwarning = _show_warning
+    one_line_warnings()
+    if args.command in ("predict", "survey") or verbose:
+        log_to_stdout()  # what was done to the user's inputs; evaluate and train run many predictions
+    if verbose:
+        os.environ["GALAXYSR_VERBOSE"] = "1"
     try:
-        return int(args.handler(args) or 0)
+        with quiet_native_output():
+            return int(args.handler(args) or 0)
     except (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, ValueError) as error:
         # MapError is a ValueError; library errors name the file, the problem and the fix,
         # and here the flag that applies it.

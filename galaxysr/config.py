@@ -48,8 +48,14 @@ class LossConfig:
     The L1 term is in normalised units (~0.01–0.05 per pixel); the flux terms in mJy/beam
     and mJy. The weights bring them to comparable sizes at the start of training.
     ``uncertainty`` weighs the error head's likelihood (only for models with that head).
-    ``adversarial`` weighs a conditional PatchGAN term (pix2pix; simulated steps only; 0 = no
-    discriminator). See :mod:`galaxysr.losses` for the terms.
+    ``sky_model`` weighs the supervision of a sky-model network's sky at a resolution finer
+    than the product: the predicted and the true sky each drawn through a Gaussian of
+    ``sky_fwhm_arcsec``, compared by a Huber error of knee ``sky_huber_mjy`` (simulated data:
+    the truth is known). ``adversarial`` weighs a conditional PatchGAN term (pix2pix;
+    simulated steps only; 0 = no discriminator). Source and sky errors on sources brighter
+    than ``bright_mjy`` count relatively rather than in mJy (0: in mJy throughout), so the
+    few bright (up to a few Jy) sources of a sky do not outweigh the rest. See
+    :mod:`galaxysr.losses` for the terms.
     """
 
     l1: float = 1.0
@@ -58,18 +64,22 @@ class LossConfig:
     aperture_flux: float = 0.01
     peak_flux: float = 0.02
     uncertainty: float = 0.02
+    sky_model: float = 10.0
     adversarial: float = 0.0
     aperture_radius_fwhm: float = 1.0
     peak_radius_fwhm: float = 0.5
     detect_threshold_mjy: float = 2.0
     max_sources: int = 48
+    sky_fwhm_arcsec: float = 3.0
+    sky_huber_mjy: float = 10.0
+    bright_mjy: float = 100.0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "LossConfig":
-        """From :meth:`to_dict`'s output; runs written before the peak and uncertainty
+        """From :meth:`to_dict`'s output; runs written before the peak, uncertainty and sky
         terms existed had them at weight 0."""
         refuse_unknown_keys(cls, data, "loss setting(s)")
-        return cls(**{"peak_flux": 0.0, "uncertainty": 0.0, **data})
+        return cls(**{"peak_flux": 0.0, "uncertainty": 0.0, "sky_model": 0.0, "bright_mjy": 0.0, **data})

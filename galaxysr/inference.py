@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
 from importlib.resources import files
 from pathlib import Path
 
@@ -26,16 +27,20 @@ from astropy.io import fits
 
 from . import __version__
 from .instruments import get_band
-from .maps import FLAG_FILLED, FLAG_LOW_COVERAGE, MJY_PER_BEAM, Map, MapError, Resampler, output_grid
+from .maps import (FLAG_FILLED, FLAG_LOW_COVERAGE, MJY_PER_BEAM, Map, MapError, Resampler, finer_wcs, output_grid,
+                   sky_model_header)
+from .console import quiet_native_output
 from .model import ModelConfig
 from .noise import fill_gaps, with_noise
 
-__all__ = ["SHIPPED_MODEL", "ModelArtifact", "load_artifact", "load_model", "super_resolve", "input_maps",
-           "record_calibration", "blend_window", "tile_starts", "check_inputs", "Plan", "plan", "StripRunner",
-           "super_resolve_maps", "MapWriter", "file_sha256"]
+__all__ = ["SHIPPED_MODEL", "MissingBandError", "ModelArtifact", "load_artifact", "load_model", "super_resolve", "input_maps",
+           "record_calibration", "blend_window", "tile_starts", "check_inputs", "Plan", "plan", "StripRunner", "unpack_sky",
+           "super_resolve_maps", "MapWriter", "file_sha256", "provenance", "digest", "recorded", "outputs_to_make"]
 
 #: The model shipped with the package.
 SHIPPED_MODEL = files("galaxysr") / "data" / "model"
+#: What prediction did to its inputs, one line per band (the command line shows it).
+LOG = logging.getLogger("galaxysr")
 
 
 @dataclass
@@ -49,8 +54,14 @@ class ModelArtifact:
 
     @property
     def name(self) -> str:
-        """The training run's folder name (e.g. ``shipped`` for ``runs/shipped``)."""
-        return Path(self.meta.get("train", {}).get("out_dir", self.path.name)).name
+        """Which model this is: ``shipped`` for the model shipped with galaxysr, else the
+        folder it was loaded from (as given)."""
+        try:
+            if self.path.resolve() == Path(str(SHIPPED_MODEL)).resolve():
+                return "shipped"
+        except OSError:
+            pass
+        return str(self.path)
 
     @cached_property
     def sha256(self) -> str:
@@ -120,6 +131,14 @@ def load_artifact(path: str | os.PathLike | None = None) -> ModelArtifact:
     return ModelArtifact(path=folder, config=config, meta=meta, model_file=model_file)
 
 
+class MissingBandError(MapError):
+    """A SPIRE band the model needs was neither given nor found beside the 250 µm file."""
+
+    def __init__(self, message: str, band: str):
+        super().__init__(message)
+        self.band = band
+
+
 #: What ``super_resolve`` and friends accept as a map: see :func:`galaxysr.maps.as_map`.
 MapLike = object
 
@@ -132,7 +151,7 @@ def load_model(model=None) -> ModelArtifact:
 
 def super_resolve(spire250: MapLike, spire350: MapLike | None = None, spire500: MapLike | None = None, *,
                   model=None, noise: dict | None = None, overlap: int | None = None, batch_size: int = 16,
-                  progress: bool = False) -> Map:
+                  progress: bool = False, background: str | None = None) -> Map:
     """Super-resolve SPIRE maps to SCUBA-2 450 µm resolution.
 
     Parameters
@@ -152,6 +171,12 @@ def super_resolve(spire250: MapLike, spire350: MapLike | None = None, spire500: 
     overlap, batch_size, progress
         Tiling: overlap in output pixels (default a quarter tile), tiles per network call,
         and whether to show a progress bar.
+    background : str, optional
+        How the inputs' background is removed (:mod:`galaxysr.conventions`): default the
+        model's own convention (``"filter"``); ``"median"``, or ``"none"`` to switch it off.
+        Extended-source calibrated maps (MJy/sr) are always converted to point-source
+        mJy/beam. What was done is in the result's ``meta`` (``CALnnn``, ``BKGnnn``,
+        ``BKGMETH``) and logged (logger ``galaxysr``, level INFO).
 
     Returns
     -------
@@ -165,10 +190,11 @@ def super_resolve(spire250: MapLike, spire350: MapLike | None = None, spire500: 
     >>> result = super_resolve("spire_250.fits")            # doctest: +SKIP
     >>> result.write("spire_450.fits")                       # doctest: +SKIP
     """
-    artifact = load_model(model)
-    maps = input_maps(artifact, spire250, spire350, spire500)
-    return super_resolve_maps(maps, artifact, overlap=overlap, batch_size=batch_size, progress=progress,
-                              noise=noise)
+    with quiet_native_output():
+        artifact = load_model(model)
+        maps = input_maps(artifact, spire250, spire350, spire500)
+        return super_resolve_maps(maps, artifact, overlap=overlap, batch_size=batch_size, progress=progress,
+                                  noise=noise, background=background)
 
 
 def input_maps(artifact: ModelArtifact, spire250, spire350=None, spire500=None) -> dict[str, Map]:
@@ -181,12 +207,16 @@ def input_maps(artifact: ModelArtifact, spire250, spire350=None, spire500=None) 
     for band in artifact.config.input_bands:
         obj = given[band]
         if obj is None and isinstance(spire250, (str, os.PathLike)):
+            if not Path(spire250).exists():
+                raise MapError(f"{spire250}: no such file; check the path of the 250 µm map")
             obj = sibling_band_path(Path(spire250), band)
             if not obj.exists():
-                raise MapError(f"{obj}: the model needs the {band} map and it is not beside {spire250} under "
-                               "that name; give it explicitly")
+                raise MissingBandError(f"{obj}: the model needs the {band} map and it is not beside {spire250} "
+                                       "under that name; give it explicitly", band)
         if obj is None:
-            raise MapError(f"the model needs the {band} map and none was given")
+            raise MissingBandError(f"the model needs the {band} map and none was given: pass it as "
+                                   f"spire{band[-3:]}=… (a FITS path, HDU or HDUList, (image, WCS) or NDData), as the "
+                                   "250 µm map was passed", band)
         maps[band] = as_map(obj, band)
     return maps
 
@@ -263,30 +293,45 @@ class Plan:
     ys: list                # tile origins (rows)
     xs: list                # tile origins (columns)
     meta: dict              # FITS keywords of the output (provenance)
+    backgrounds: dict = field(default_factory=dict)  # band → background removed (native grid) or None
+    notes: list = field(default_factory=list)        # what was done to the inputs, one line per band
 
     @property
     def tile(self) -> int:
         return self.artifact.config.tile
 
     def template(self) -> Map:
-        """A 1×1 Map carrying the output's WCS, band, unit, beam and provenance."""
+        """A 1×1 Map carrying the output's WCS, band, unit, beam and provenance. A sky-model
+        network's map is drawn at the band's beam; a legacy map network's beam is its
+        measured one (when recorded)."""
         config = self.artifact.config
-        fwhm = None if config.effective_fwhm_arcsec is None else config.effective_fwhm_arcsec * u.arcsec
+        fwhm = None if config.has_sky or config.effective_fwhm_arcsec is None else \
+            config.effective_fwhm_arcsec * u.arcsec
         return Map(np.zeros((1, 1), np.float32), self.wcs, get_band(config.target_band), MJY_PER_BEAM,
                    source="galaxysr", fwhm=fwhm, meta=dict(self.meta))
 
 
 def plan(maps: dict[str, Map], artifact: ModelArtifact, overlap: int | None = None, noise: dict | None = None,
-         header_extra: dict | None = None) -> Plan:
-    """The :class:`Plan` of super-resolving ``maps`` (band → Map) with ``artifact``."""
+         header_extra: dict | None = None, background: str | None = None) -> Plan:
+    """The :class:`Plan` of super-resolving ``maps`` (band → Map) with ``artifact``.
+
+    Each map is first brought to the model's input conventions
+    (:func:`galaxysr.conventions.condition`): point-source mJy/beam, background removed by
+    the model's method or ``background`` (``"filter"``, ``"median"``, ``"none"``)."""
+    from .conventions import condition
+
     config = artifact.config
     check_inputs(maps, config)
-    inputs, noise_note, filled = {}, {}, {}
+    method = config.background if background is None else background
+    inputs, noise_note, filled, backgrounds, notes, conventions = {}, {}, {}, {}, [], {}
     for band in config.input_bands:
+        conditioned = condition(maps[band], method)
+        backgrounds[band] = conditioned.background
+        notes.append(conditioned.note())
+        conventions.update(conditioned.header())
+        m = conditioned.map
         if config.noise_inputs:
-            m, noise_note[band] = with_noise(maps[band], (noise or {}).get(band))
-        else:
-            m = maps[band].to(MJY_PER_BEAM)
+            m, noise_note[band] = with_noise(m, (noise or {}).get(band))
         inputs[band], filled[band] = fill_gaps(m)
     wcs, shape = output_grid(inputs[config.input_bands[0]], config.pixel_arcsec * u.arcsec)
     ny, nx = shape
@@ -296,10 +341,15 @@ def plan(maps: dict[str, Map], artifact: ModelArtifact, overlap: int | None = No
         raise ValueError(f"overlap must be between 0 and the tile size {tile}, got {overlap}")
     pad_y, pad_x = max(ny, tile), max(nx, tile)  # maps smaller than a tile are padded, not refused
     meta = dict(header_extra or {})
-    meta.update({"GSRVER": (__version__, "galaxysr version"), "GSRMODEL": (artifact.name, "model"),
+    model_name = artifact.name if len(artifact.name) <= 60 else "..." + artifact.name[-57:]
+    meta.update({"GSRVER": (__version__, "galaxysr version"), "GSRMODEL": (model_name, "model: shipped, or its folder"),
                  "GSRHASH": (artifact.sha256, "sha256 of model weights (16 hex)"),
                  "PIXSCALE": (config.pixel_arcsec, "[arcsec] pixel scale"),
                  "GSRBANDS": (",".join(config.input_bands), "input SPIRE bands")})
+    meta["BKGMETH"] = (method, "input background removal (filter/median/none)")
+    if method != config.background:
+        meta["BKGMETH"] = (method, f"input background; the model was trained with {config.background}")
+    meta.update(conventions)
     for band in config.input_bands:
         meta[f"IN{band[-3:]}"] = (Path(maps[band].source).name[:60], f"input {band} map")
         if band in noise_note:
@@ -310,7 +360,8 @@ def plan(maps: dict[str, Map], artifact: ModelArtifact, overlap: int | None = No
             meta[f"SHA{band[-3:]}"] = digest  # sha256 of the input file (64 hex: no room for a comment)
     median_noise = {b: float(np.nanmedian(m.noise)) for b, m in inputs.items() if m.noise is not None}
     return Plan(artifact, inputs, filled, median_noise, wcs, shape, (pad_y, pad_x),
-                tile_starts(pad_y, tile, tile - overlap), tile_starts(pad_x, tile, tile - overlap), meta)
+                tile_starts(pad_y, tile, tile - overlap), tile_starts(pad_x, tile, tile - overlap), meta,
+                backgrounds, notes)
 
 
 class StripRunner:
@@ -329,9 +380,11 @@ class StripRunner:
     def run(self, y0: int, x_lo: int, x_hi: int, x0s: list[int]):
         """Tiles starting at row ``y0`` and columns ``x0s`` (all within [x_lo, x_hi)).
 
-        Returns ``(numerator, weights, flags)`` over rows [y0, y0 + tile) and columns
+        Returns ``(numerator, weights, flags, sky)`` over rows [y0, y0 + tile) and columns
         [x_lo, x_hi): the window-weighted sums of the map (and error) predictions, the
-        window weights, and the strip's quality bits; ``None`` if it has no data."""
+        window weights, the strip's quality bits, and the window-weighted sum of the sky
+        model on its f-times finer grid (weights: each map pixel's, repeated; ``None`` for a
+        legacy map network); ``None`` if the strip has no data."""
         job, config, tile = self.job, self.job.artifact.config, self.job.tile
         scaling = config.scaling
         shape = (tile, x_hi - x_lo)
@@ -356,25 +409,39 @@ class StripRunner:
         predict = job.artifact.predict_fn
         predicted = np.concatenate([predict(tiles[i:i + self.batch_size])
                                     for i in range(0, len(tiles), self.batch_size)]).astype(np.float64)
-        planes = predicted.shape[-1]
+        channels = config.output_channels
+        planes = 1 + ("error" in channels)
         numerator = np.zeros((planes, *shape))
         weights = np.zeros(shape)
+        f = config.sky_oversample
+        sky = np.zeros((tile * f, shape[1] * f)) if "sky" in channels else None
         for k, x0 in enumerate(x0s):
             c = slice(x0 - x_lo, x0 - x_lo + tile)
             w = self.window * valid[:, c]
             flux = scaling.inverse(predicted[k, ..., 0])
             numerator[0, :, c] += w * flux
             if planes == 2:
-                numerator[1, :, c] += w * scaling.error_mjy(predicted[k, ..., 0], predicted[k, ..., 1]) \
-                    * config.error_factor(flux)
+                error = predicted[k, ..., channels["error"].start]
+                numerator[1, :, c] += w * scaling.error_mjy(predicted[k, ..., 0], error) * config.error_factor(flux)
+            if sky is not None:
+                fine = unpack_sky(predicted[k, ..., channels["sky"]], f)
+                sky[:, (x0 - x_lo) * f:(x0 - x_lo + tile) * f] += np.kron(w, np.ones((f, f))) * fine
             weights[:, c] += w
-        return numerator, weights, flags
+        return numerator, weights, flags, sky
 
     def warn_if_saturated(self) -> None:
-        if self.ceiling_hit:
+        """Legacy map networks only: a sky-model network has no ceiling."""
+        if self.ceiling_hit and not self.job.artifact.config.has_sky:
             ceiling = self.job.artifact.config.scaling.ceiling_mjy
             warnings.warn(f"some 250 µm pixels exceed the model's flux ceiling ({ceiling:g} mJy/beam); predicted "
                           "fluxes there saturate at the ceiling", stacklevel=3)
+
+
+def unpack_sky(packed: np.ndarray, oversample: int) -> np.ndarray:
+    """A sky model packed by space-to-depth, (H, W, f²), back onto its grid (fH, fW)."""
+    h, w, _ = packed.shape
+    f = oversample
+    return packed.reshape(h, w, f, f).transpose(0, 2, 1, 3).reshape(h * f, w * f)
 
 
 def _region_wcs(wcs, y0: int, x0: int, shape: tuple[int, int]):
@@ -388,7 +455,7 @@ def _region_wcs(wcs, y0: int, x0: int, shape: tuple[int, int]):
 def super_resolve_maps(maps: dict[str, Map], artifact: ModelArtifact | None = None, overlap: int | None = None,
                        batch_size: int = 16, progress: bool = True, out_path: str | os.PathLike | None = None,
                        overwrite: bool = False, header_extra: dict | None = None,
-                       noise: dict | None = None) -> Map | Path:
+                       noise: dict | None = None, background: str | None = None) -> Map | Path:
     """Super-resolve SPIRE ``maps`` (band name → Map) to the model's target band (the
     engine behind :func:`super_resolve` and ``predict.py``).
 
@@ -418,38 +485,53 @@ def super_resolve_maps(maps: dict[str, Map], artifact: ModelArtifact | None = No
         inputs had no data within a beam; its beam (``Map.fwhm``, header ``BMAJ``/``BMIN``)
         is the model's measured output beam when known. Models with an uncertainty head
         also give the map's 1σ error (``Map.noise``; an ``ERROR`` extension in the file);
-        ``Map.flags`` (a ``FLAGS`` extension) marks filled gaps and low input coverage.
+        ``Map.flags`` (a ``FLAGS`` extension) marks filled gaps and low input coverage. A
+        sky-model network's sky (``Map.sky_model``, mJy per sky pixel on a grid
+        ``sky_oversample`` times finer; a ``SKYMODEL`` extension) comes with it.
     """
     from tqdm import tqdm
 
     artifact = artifact or load_artifact()
-    job = plan(maps, artifact, overlap, noise, header_extra)
+    job = plan(maps, artifact, overlap, noise, header_extra, background)
+    for note in job.notes:
+        LOG.info(note)
     runner = StripRunner(job, batch_size)
     tile, (pad_y, pad_x) = job.tile, job.pad
-    writer = MapWriter(job.template(), job.shape, out_path, overwrite, with_error=artifact.config.uncertainty_head)
+    config = artifact.config
+    f = config.sky_oversample if config.has_sky else 0
+    writer = MapWriter(job.template(), job.shape, out_path, overwrite, with_error=config.uncertainty_head,
+                       sky_oversample=f)
     # Accumulators for output rows [base, base + 2 tiles): a strip starts less than a tile
     # below the previous one, so rows above the current strip are final and are flushed.
-    planes = 2 if artifact.config.uncertainty_head else 1
+    planes = 2 if config.uncertainty_head else 1
     numerator = np.zeros((planes, 2 * tile, pad_x), np.float64)
     weights = np.zeros((2 * tile, pad_x), np.float64)
     flags = np.zeros((2 * tile, pad_x), np.uint8)
+    sky = np.zeros((2 * tile * f, pad_x * f), np.float64) if f else None
     base = 0
     try:
         for y0 in tqdm(job.ys, desc="super-resolving", unit="strip", disable=not progress):
             if y0 + tile > base + 2 * tile:
                 shift = y0 - base
-                writer.write_blended(base, numerator[:, :shift], weights[:shift], flags[:shift])
+                writer.write_blended(base, numerator[:, :shift], weights[:shift], flags[:shift],
+                                     None if sky is None else sky[:shift * f])
                 numerator, weights, flags = (np.roll(a, -shift, a.ndim - 2) for a in (numerator, weights, flags))
                 numerator[:, -shift:], weights[-shift:], flags[-shift:] = 0.0, 0.0, 0
+                if sky is not None:
+                    sky = np.roll(sky, -shift * f, 0)
+                    sky[-shift * f:] = 0.0
                 base = y0
             out = runner.run(y0, 0, pad_x, job.xs)
             if out is None:
                 continue
-            num, w, strip_flags = out
+            num, w, strip_flags, strip_sky = out
             numerator[:, y0 - base:y0 - base + tile] += num
             weights[y0 - base:y0 - base + tile] += w
             flags[y0 - base:y0 - base + tile] |= strip_flags
-        writer.write_blended(base, numerator[:, : pad_y - base], weights[: pad_y - base], flags[: pad_y - base])
+            if sky is not None:
+                sky[(y0 - base) * f:(y0 - base + tile) * f] += strip_sky
+        writer.write_blended(base, numerator[:, : pad_y - base], weights[: pad_y - base], flags[: pad_y - base],
+                             None if sky is None else sky[: (pad_y - base) * f])
         result = writer.finish()
     except BaseException:
         writer.abort()
@@ -459,23 +541,27 @@ def super_resolve_maps(maps: dict[str, Map], artifact: ModelArtifact | None = No
 
 
 class MapWriter:
-    """Collects finished output rows — the map, its error (if any) and its flags — in
-    order, into memory or streamed into a FITS file: the map through a StreamingHDU, the
-    error and flags through temporary memory-mapped files appended as ``ERROR`` and
-    ``FLAGS`` extensions at the end. Nothing appears under the final name until
-    :meth:`finish`; :meth:`abort` removes the partial files. Memory does not grow with
+    """Collects finished output rows — the map, its error (if any), its flags and its sky
+    model (if any) — in order, into memory or streamed into a FITS file: the map through a
+    StreamingHDU, the rest through temporary memory-mapped files appended as ``ERROR``,
+    ``FLAGS`` and ``SKYMODEL`` extensions at the end. Nothing appears under the final name
+    until :meth:`finish`; :meth:`abort` removes the partial files. Memory does not grow with
     the map."""
 
-    def __init__(self, template: Map, shape, out_path=None, overwrite: bool = False, with_error: bool = False):
+    def __init__(self, template: Map, shape, out_path=None, overwrite: bool = False, with_error: bool = False,
+                 sky_oversample: int = 0):
         self.shape = shape
         self.template = template
         self.with_error = with_error
+        self.sky_oversample = int(sky_oversample)
+        sky_shape = (shape[0] * self.sky_oversample, shape[1] * self.sky_oversample)
         self.out_path = None if out_path is None else Path(out_path)
         self.scratch = []
         if self.out_path is None:
             self.image = np.full(shape, np.nan, np.float32)
             self.error = np.full(shape, np.nan, np.float32) if with_error else None
             self.flags = np.zeros(shape, np.uint8)
+            self.sky = np.full(sky_shape, np.nan, np.float32) if self.sky_oversample else None
             return
         if self.out_path.exists() and not overwrite:
             raise MapError(f"{self.out_path}: already exists; choose another name or allow overwriting it")
@@ -488,6 +574,7 @@ class MapWriter:
         self.stream = fits.StreamingHDU(self.tmp, _image_header(header, shape))
         self.error = np.memmap(self._scratch(".err"), np.float32, "w+", shape=shape) if with_error else None
         self.flags = np.memmap(self._scratch(".flg"), np.uint8, "w+", shape=shape)
+        self.sky = np.memmap(self._scratch(".sky"), np.float32, "w+", shape=sky_shape) if self.sky_oversample else None
 
     def _scratch(self, suffix: str) -> Path:
         handle, name = tempfile.mkstemp(prefix=f".{self.out_path.name}.", suffix=suffix, dir=self.out_path.parent)
@@ -495,32 +582,44 @@ class MapWriter:
         self.scratch.append(Path(name))
         return Path(name)
 
-    def write_rows(self, y0: int, image: np.ndarray, error: np.ndarray | None, flags: np.ndarray) -> None:
-        """Rows ``y0 … y0 + len(image) − 1``, in order (mJy/beam, mJy/beam, uint8)."""
+    def write_rows(self, y0: int, image: np.ndarray, error: np.ndarray | None, flags: np.ndarray,
+                   sky: np.ndarray | None = None) -> None:
+        """Rows ``y0 … y0 + len(image) − 1``, in order (mJy/beam, mJy/beam, uint8; the sky
+        model's f·len(image) rows, mJy per sky pixel)."""
         n = min(len(image), self.shape[0] - y0)
         if n <= 0:
             return
         if self.with_error:
             self.error[y0:y0 + n] = error[:n]
         self.flags[y0:y0 + n] = flags[:n]
+        if self.sky is not None:
+            f = self.sky_oversample
+            self.sky[y0 * f:(y0 + n) * f] = sky[:n * f]
         if self.out_path is None:
             self.image[y0:y0 + n] = image[:n]
         else:
             self.stream.write(np.asarray(image[:n], ">f4"))
 
-    def write_blended(self, y0: int, numerator: np.ndarray, weights: np.ndarray, flags: np.ndarray) -> None:
+    def write_blended(self, y0: int, numerator: np.ndarray, weights: np.ndarray, flags: np.ndarray,
+                      sky: np.ndarray | None = None) -> None:
         """Rows from window-weighted sums: (planes, rows, ≥ nx) numerator, (rows, ≥ nx)
-        weights; NaN where no tile had data."""
+        weights, and the sky model's (f·rows, ≥ f·nx) sum under the same weights; NaN where
+        no tile had data."""
         nx = self.shape[1]
         w = weights[:, :nx]
         with np.errstate(invalid="ignore", divide="ignore"):
             values = np.where(w > 0, numerator[:, :, :nx] / w, np.nan).astype(np.float32)
-        self.write_rows(y0, values[0], values[1] if len(values) > 1 else None, flags[:, :nx])
+            if sky is not None and self.sky is not None:
+                f = self.sky_oversample
+                fine_w = np.kron(w, np.ones((f, f)))
+                sky = np.where(fine_w > 0, sky[:, :nx * f] / fine_w, np.nan).astype(np.float32)
+        self.write_rows(y0, values[0], values[1] if len(values) > 1 else None, flags[:, :nx], sky)
 
     def finish(self):
         """The Map (in memory) or the written file's path."""
         if self.out_path is None:
-            return replace(self.template, data=self.image, noise=self.error, flags=self.flags)
+            return replace(self.template, data=self.image, noise=self.error, flags=self.flags, sky_model=self.sky,
+                           sky_oversample=max(self.sky_oversample, 1))
         self.stream.close()
         if self.with_error:
             self.error.flush()
@@ -533,7 +632,12 @@ class MapWriter:
         header["EXTNAME"] = "FLAGS"
         header["COMMENT"] = "quality bits per pixel; see galaxysr.maps FLAG_* and docs/inference.md"
         fits.append(self.tmp, np.asarray(self.flags), header)
-        self.error = self.flags = None  # release the memory maps before deleting their files
+        if self.sky is not None:
+            self.sky.flush()
+            header = sky_model_header(finer_wcs(self.template.wcs, self.sky_oversample), self.sky_oversample)
+            header["EXTNAME"] = "SKYMODEL"
+            fits.append(self.tmp, np.asarray(self.sky), header)
+        self.error = self.flags = self.sky = None  # release the memory maps before deleting their files
         os.replace(self.tmp, self.out_path)
         _apply_umask(self.out_path)
         for path in self.scratch[1:]:
@@ -547,7 +651,7 @@ class MapWriter:
             self.stream.close()
         except Exception:  # the partial files are deleted either way
             pass
-        self.error = self.flags = None
+        self.error = self.flags = self.sky = None
         for path in self.scratch:
             path.unlink(missing_ok=True)
 
@@ -561,15 +665,73 @@ def _apply_umask(path: Path) -> None:
 
 
 def file_sha256(source: str) -> str | None:
-    """SHA-256 (hex) of the file ``source`` names, or None if it is not a file."""
+    """SHA-256 (hex) of the file ``source`` names, or None if it is not a file (computed
+    once per file version: the path, size and modification time key a cache)."""
     path = Path(str(source))
     if not path.is_file():
         return None
+    stat = path.stat()
+    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def provenance(sources: dict, artifact: ModelArtifact, options: dict) -> str:
+    """A digest (64 hex) of what makes an output what it is: the galaxysr version, the
+    model's hash, each input's SHA-256 (band → path; a source that is not a file by its
+    name) and the output-changing ``options``. Written as ``GSRPROV``; a rerun whose digest
+    matches an existing output's has nothing to do."""
+    record = {"galaxysr": __version__, "model": artifact.sha256,
+              "inputs": {band: file_sha256(src) or str(src) for band, src in sorted(sources.items())},
+              "options": {k: options[k] for k in sorted(options)}}
+    return digest(record)
+
+
+def digest(*parts) -> str:
+    """SHA-256 (64 hex) of ``parts`` as canonical JSON."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def recorded(path: str | os.PathLike, key: str = "GSRPROV") -> str | None:
+    """The provenance ``key`` an existing galaxysr output records (a FITS header card, or a
+    table's meta), or None (not there, not a galaxysr output, unreadable)."""
+    from astropy.table import Table
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".fits", ".fit", ".fts"):
+            with fits.open(path) as hdul:
+                return next((h.header[key] for h in hdul if key in h.header), None)
+        return Table.read(path).meta.get(key)
+    except Exception:  # a file that is not a galaxysr output records nothing
+        return None
+
+
+def outputs_to_make(outputs: list, overwrite: bool = False) -> list[bool]:
+    """For each (path or None, provenance key, expected digest): whether it must be made.
+    An existing output recording the same digest is up to date; one that does not is
+    refused — before any work — unless ``overwrite``, which remakes every output asked for."""
+    todo = []
+    for path, key, expected in outputs:
+        if not path:
+            todo.append(False)
+        elif overwrite:
+            todo.append(True)
+        elif Path(path).exists() and recorded(path, key) == expected:
+            todo.append(False)
+        elif Path(path).exists() and not overwrite:
+            raise MapError(f"{path}: already exists and was not made from these inputs, model and options; "
+                           "choose another name or allow overwriting it")
+        else:
+            todo.append(True)
+    return todo
 
 
 def _image_header(header: fits.Header, shape) -> fits.Header:

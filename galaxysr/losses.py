@@ -1,10 +1,12 @@
 """Loss terms of Lauritsen et al. (2021) as `keras.losses.Loss` subclasses.
 
-All losses take ``y_true`` and ``y_pred`` of shape (B, H, W, 1) in the network's
-normalised units (:class:`galaxysr.model.FluxScaling`) and return one value per sample.
-NaN in ``y_true`` marks pixels with no target data (outside SCUBA-2 coverage); they are
-left out of every term. The flux terms undo the scaling and work in mJy/beam (mean,
-median) and mJy (aperture), so their weights have physical meaning.
+The map terms take ``y_true`` and ``y_pred`` of shape (B, H, W, 1) in the network's
+normalised units (:class:`galaxysr.model.FluxScaling`; a ``y_true`` with more channels is
+read from its first) and return one value per sample. NaN in ``y_true`` marks pixels with
+no target data (outside SCUBA-2 coverage, tile margins); they are left out of every term.
+The flux terms undo the scaling and work in mJy/beam (mean, median) and mJy (aperture), so
+their weights have physical meaning. :class:`SkyModelLoss` compares a sky-model network's
+sky with the true sky, both drawn through a narrow Gaussian (mJy).
 
 The aperture term finds sources with photutils inside ``tf.py_function`` (on the target,
 and for real data also on the generated map), and sums the apertures with TensorFlow ops,
@@ -20,19 +22,20 @@ import tensorflow as tf
 from astropy import units as u
 
 from .config import LossConfig
-from .instruments import get_band
-from .model import FluxScaling
+from .instruments import FWHM_PER_SIGMA, get_band
+from .model import FluxScaling, draw_through_beam, render_kernel
 
 __all__ = ["L1Loss", "MeanFluxLoss", "MedianFluxLoss", "find_sources", "disk_kernel", "aperture_sums", "matched_filter",
-           "local_peaks", "ApertureFluxLoss", "PeakFluxLoss", "UncertaintyLoss", "AdversarialLoss",
+           "local_peaks", "ApertureFluxLoss", "PeakFluxLoss", "UncertaintyLoss", "SkyModelLoss", "AdversarialLoss",
            "CombinedLoss"]
 
 _PACKAGE = "galaxysr"
 
 
 def _masked(y_true, y_pred):
-    """(target with NaN → 0, prediction, valid mask as float), each (B, H, W)."""
-    y_true = tf.squeeze(tf.convert_to_tensor(y_true, tf.float32), -1)
+    """(target with NaN → 0, prediction, valid mask as float), each (B, H, W); the target
+    is the first channel of ``y_true``."""
+    y_true = tf.convert_to_tensor(y_true, tf.float32)[..., 0]
     y_pred = tf.squeeze(tf.convert_to_tensor(y_pred, tf.float32), -1)
     valid = tf.math.is_finite(y_true)
     return tf.where(valid, y_true, 0.0), y_pred, tf.cast(valid, tf.float32)
@@ -46,6 +49,14 @@ def _masked_mjy(scaling: FluxScaling, y_true, y_pred):
 
 def _safe_divide(a, b):
     return tf.math.divide_no_nan(a, b)
+
+
+def _difference(target, pred, bright_mjy: float):
+    """|target − pred| in mJy, divided by (1 + |target| / ``bright_mjy``) when ``bright_mjy``
+    > 0: an error on a faint source counts in mJy, one on a source of a few Jy relatively,
+    so that the few bright sources of a training sky do not outweigh all the others."""
+    error = tf.abs(target - pred)
+    return error / (1.0 + tf.abs(target) / bright_mjy) if bright_mjy > 0 else error
 
 
 class _ScaledLoss(keras.losses.Loss):
@@ -266,11 +277,16 @@ class ApertureFluxLoss(_FluxLoss):
         Per tile, brightest first.
     use_generated : bool
         Also detect on the generated map (the real-data form of the loss).
+    bright_mjy : float
+        Errors on sources brighter than this count relatively (see ``_difference``); 0: in
+        mJy throughout.
     """
 
     def __init__(self, pixel_arcsec: float = 2.0, band: str = "scuba2_450", radius_fwhm: float = 1.0,
-                 threshold_mjy: float = 2.0, max_sources: int = 48, use_generated: bool = False, **kwargs):
+                 threshold_mjy: float = 2.0, max_sources: int = 48, use_generated: bool = False,
+                 bright_mjy: float = 0.0, **kwargs):
         super().__init__(**kwargs)
+        self.bright_mjy = float(bright_mjy)
         self.pixel_arcsec = float(pixel_arcsec)
         self.band = band
         self.radius_fwhm = float(radius_fwhm)
@@ -308,7 +324,8 @@ class ApertureFluxLoss(_FluxLoss):
         """Per-sample mean |f_t − f_g| (mJy) over the present sources; 0 if none."""
         f_t = aperture_sums(target_mjy, positions, self.radius_px) / self.beam_area_px
         f_g = aperture_sums(pred_mjy, positions, self.radius_px) / self.beam_area_px
-        return _safe_divide(tf.reduce_sum(tf.abs(f_t - f_g) * present, 1), tf.reduce_sum(present, 1))
+        return _safe_divide(tf.reduce_sum(_difference(f_t, f_g, self.bright_mjy) * present, 1),
+                            tf.reduce_sum(present, 1))
 
     def from_detections(self, detections, target_mjy, pred_mjy):
         return tf.add_n([self.compare(pos, present, target_mjy, pred_mjy) for pos, present in detections])
@@ -320,7 +337,7 @@ class ApertureFluxLoss(_FluxLoss):
         config = super().get_config()
         config.update(pixel_arcsec=self.pixel_arcsec, band=self.band, radius_fwhm=self.radius_fwhm,
                       threshold_mjy=self.threshold_mjy, max_sources=self.max_sources,
-                      use_generated=self.use_generated)
+                      use_generated=self.use_generated, bright_mjy=self.bright_mjy)
         return config
 
 
@@ -341,15 +358,18 @@ class PeakFluxLoss(ApertureFluxLoss):
     """
 
     def __init__(self, pixel_arcsec: float = 2.0, band: str = "scuba2_450", radius_fwhm: float = 0.5,
-                 threshold_mjy: float = 2.0, max_sources: int = 48, use_generated: bool = False, **kwargs):
-        super().__init__(pixel_arcsec, band, radius_fwhm, threshold_mjy, max_sources, use_generated, **kwargs)
+                 threshold_mjy: float = 2.0, max_sources: int = 48, use_generated: bool = False,
+                 bright_mjy: float = 0.0, **kwargs):
+        super().__init__(pixel_arcsec, band, radius_fwhm, threshold_mjy, max_sources, use_generated, bright_mjy,
+                         **kwargs)
         self.border = int(np.ceil(get_band(band).fwhm_pixels(self.pixel_arcsec * u.arcsec)))
         self.sigma_px = get_band(band).sigma_pixels(self.pixel_arcsec * u.arcsec)
 
     def compare(self, positions, present, target_mjy, pred_mjy):
         p_t = local_peaks(matched_filter(target_mjy, self.sigma_px), positions, self.radius_px)
         p_g = local_peaks(matched_filter(pred_mjy, self.sigma_px), positions, self.radius_px)
-        return _safe_divide(tf.reduce_sum(tf.abs(p_t - p_g) * present, 1), tf.reduce_sum(present, 1))
+        return _safe_divide(tf.reduce_sum(_difference(p_t, p_g, self.bright_mjy) * present, 1),
+                            tf.reduce_sum(present, 1))
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -368,6 +388,52 @@ class UncertaintyLoss(_ScaledLoss):
         b = tf.maximum(tf.convert_to_tensor(y_pred, tf.float32)[..., 1], 1e-4)
         nll = (tf.abs(t - p) / b + tf.math.log(b)) * valid
         return _safe_divide(tf.reduce_sum(nll, [1, 2]), tf.reduce_sum(valid, [1, 2]))
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class SkyModelLoss(keras.losses.Loss):
+    """Sharpness with a signal of its own: a sky-model network's sky against the true sky,
+    each drawn through a narrow Gaussian of ``fwhm_arcsec`` (2–4″, finer than the 7.9″
+    product), compared pixel by pixel with a Huber error of knee ``huber_mjy``, divided by
+    the knee (mJy); mean over the pixels where the truth is known.
+
+    The 7.9″ map terms barely feel a few arcseconds of extra spread, so without this the
+    sky model spreads. The error is squared below the knee — where faint sources' positions
+    are least certain: the optimum of a squared error keeps a source's flux when its
+    position is in doubt, while the L1 optimum of a sparse target is zero — and linear above
+    it, so the few brightest sources (well placed) do not dominate.
+
+    ``y_true`` (B, H, W, 1): the truth drawn through the narrow Gaussian at the output pixel
+    centres (:func:`galaxysr.simulate.render_catalogue` with ``fwhm``), peak = flux, NaN where
+    unknown. ``y_pred`` (B, H, W, f²): the sky model in mJy per sky pixel, packed by
+    space-to-depth (``oversample`` f sky pixels per output pixel side).
+    """
+
+    def __init__(self, pixel_arcsec: float = 2.0, oversample: int = 2, fwhm_arcsec: float = 3.0,
+                 huber_mjy: float = 10.0, bright_mjy: float = 0.0, name=None, reduction="sum_over_batch_size",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.bright_mjy = float(bright_mjy)
+        self.pixel_arcsec, self.oversample = float(pixel_arcsec), int(oversample)
+        self.fwhm_arcsec, self.huber_mjy = float(fwhm_arcsec), float(huber_mjy)
+        sigma_sky_px = self.fwhm_arcsec / FWHM_PER_SIGMA / (self.pixel_arcsec / self.oversample)
+        self.taps = render_kernel(sigma_sky_px, self.oversample)
+
+    def call(self, y_true, y_pred):
+        truth = tf.convert_to_tensor(y_true, tf.float32)[..., 0]
+        valid = tf.math.is_finite(truth)
+        sky = tf.nn.depth_to_space(tf.convert_to_tensor(y_pred, tf.float32), self.oversample) \
+            if self.oversample > 1 else tf.convert_to_tensor(y_pred, tf.float32)
+        drawn = draw_through_beam(sky, self.taps, self.oversample)[..., 0]
+        error = _difference(tf.where(valid, truth, 0.0), tf.where(valid, drawn, 0.0), self.bright_mjy)
+        knee = self.huber_mjy
+        huber = tf.where(error <= knee, 0.5 * error**2 / knee, error - 0.5 * knee)
+        weight = tf.cast(valid, tf.float32)
+        return _safe_divide(tf.reduce_sum(huber * weight, [1, 2]), tf.reduce_sum(weight, [1, 2]))
+
+    def get_config(self):
+        return {**super().get_config(), "pixel_arcsec": self.pixel_arcsec, "oversample": self.oversample,
+                "fwhm_arcsec": self.fwhm_arcsec, "huber_mjy": self.huber_mjy, "bright_mjy": self.bright_mjy}
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -394,17 +460,23 @@ class AdversarialLoss(keras.losses.Loss):
 class CombinedLoss(_ScaledLoss):
     """Weighted sum of the terms; ``real=True`` uses the two-sided source terms.
 
-    ``y_pred`` is the map (B, H, W, 1), or the map and its error scale (B, H, W, 2) for
-    models with an uncertainty head; the ``uncertainty`` term needs the latter. Sources
-    are found once per call and shared by the aperture and peak terms.
+    ``y_pred`` is the network's output: the map (channel 0), its error scale (channel 1,
+    ``uncertainty_head``) and the sky model packed into ``sky_oversample²`` channels (a
+    sky-model network; ``sky_oversample`` 0 for a legacy map network). ``y_true`` holds the
+    target map (channel 0) and, for the ``sky_model`` term, the truth drawn through the narrow
+    kernel (channel 1, mJy; NaN where unknown, e.g. on real data). Terms whose inputs are not
+    there are skipped. Sources are found once per call and shared by the aperture and peak
+    terms.
     """
 
-    TERMS = ("l1", "mean_flux", "median_flux", "aperture_flux", "peak_flux", "uncertainty")
+    TERMS = ("l1", "mean_flux", "median_flux", "aperture_flux", "peak_flux", "uncertainty", "sky_model")
     SOURCE_TERMS = ("aperture_flux", "peak_flux")
 
     def __init__(self, weights: dict | None = None, pixel_arcsec: float = 2.0, band: str = "scuba2_450",
                  real: bool = False, aperture_radius_fwhm: float = 1.0, detect_threshold_mjy: float = 2.0,
-                 max_sources: int = 48, peak_radius_fwhm: float = 0.5, **kwargs):
+                 max_sources: int = 48, peak_radius_fwhm: float = 0.5, uncertainty_head: bool = False,
+                 sky_oversample: int = 0, sky_fwhm_arcsec: float = 3.0, sky_huber_mjy: float = 10.0,
+                 bright_mjy: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         defaults = LossConfig()
         self.weights = {k: float((weights or {}).get(k, getattr(defaults, k))) for k in self.TERMS}
@@ -413,30 +485,46 @@ class CombinedLoss(_ScaledLoss):
         self.peak_radius_fwhm = float(peak_radius_fwhm)
         self.detect_threshold_mjy = float(detect_threshold_mjy)
         self.max_sources = int(max_sources)
+        self.uncertainty_head, self.sky_oversample = bool(uncertainty_head), int(sky_oversample)
+        self.sky_fwhm_arcsec, self.sky_huber_mjy = float(sky_fwhm_arcsec), float(sky_huber_mjy)
+        self.bright_mjy = float(bright_mjy)
         scale = dict(softening_mjy=self.scaling.softening_mjy, ceiling_mjy=self.scaling.ceiling_mjy)
         source = dict(pixel_arcsec=pixel_arcsec, band=band, threshold_mjy=detect_threshold_mjy,
-                      max_sources=max_sources, use_generated=real, **scale)
+                      max_sources=max_sources, use_generated=real, bright_mjy=self.bright_mjy, **scale)
         self.terms = {
             "l1": L1Loss(**scale), "mean_flux": MeanFluxLoss(**scale), "median_flux": MedianFluxLoss(**scale),
             "aperture_flux": ApertureFluxLoss(radius_fwhm=aperture_radius_fwhm, **source),
             "peak_flux": PeakFluxLoss(radius_fwhm=peak_radius_fwhm, **source),
             "uncertainty": UncertaintyLoss(**scale),
+            "sky_model": SkyModelLoss(pixel_arcsec, max(self.sky_oversample, 1), sky_fwhm_arcsec, sky_huber_mjy,
+                                      self.bright_mjy),
         }
 
     @classmethod
-    def from_configs(cls, loss: LossConfig, scaling: FluxScaling, pixel_arcsec: float, band: str,
-                     real: bool, uncertainty_head: bool = False) -> "CombinedLoss":
+    def from_configs(cls, loss: LossConfig, model, real: bool) -> "CombinedLoss":
+        """The combined loss of a run: ``loss`` (LossConfig) for a network of ``model``
+        (ModelConfig), in its simulated or real form."""
         weights = {k: getattr(loss, k) for k in cls.TERMS}
-        if not uncertainty_head:
-            weights["uncertainty"] = 0.0
-        return cls(weights, pixel_arcsec, band, real, loss.aperture_radius_fwhm, loss.detect_threshold_mjy,
-                   loss.max_sources, loss.peak_radius_fwhm,
-                   softening_mjy=scaling.softening_mjy, ceiling_mjy=scaling.ceiling_mjy)
+        return cls(weights, model.pixel_arcsec, model.target_band, real, loss.aperture_radius_fwhm,
+                   loss.detect_threshold_mjy, loss.max_sources, loss.peak_radius_fwhm,
+                   uncertainty_head=model.uncertainty_head, sky_oversample=model.sky_oversample if model.has_sky else 0,
+                   sky_fwhm_arcsec=loss.sky_fwhm_arcsec, sky_huber_mjy=loss.sky_huber_mjy, bright_mjy=loss.bright_mjy,
+                   softening_mjy=model.scaling.softening_mjy, ceiling_mjy=model.scaling.ceiling_mjy)
+
+    def active(self, y_true, y_pred) -> list[str]:
+        """The terms computed for these tensors: weight ≠ 0 and their inputs present."""
+        def present(k):
+            if k == "uncertainty":
+                return self.uncertainty_head and y_pred.shape[-1] >= 2
+            if k == "sky_model":
+                return self.sky_oversample > 0 and y_true.shape[-1] >= 2
+            return True
+
+        return [k for k in self.TERMS if self.weights[k] != 0 and present(k)]
 
     def per_term(self, y_true, y_pred) -> dict:
         """Each term's per-sample values (unweighted), skipping terms of weight 0."""
-        has_error = y_pred.shape[-1] == 2
-        active = [k for k in self.TERMS if self.weights[k] != 0 and (k != "uncertainty" or has_error)]
+        active = self.active(y_true, y_pred)
         y_map = y_pred[..., :1]
         out = {}
         if any(isinstance(self.terms[k], _FluxLoss) for k in active):
@@ -450,7 +538,11 @@ class CombinedLoss(_ScaledLoss):
                     out[k] = self.terms[k].call_mjy(target, pred, valid)
         for k in active:
             if k == "uncertainty":
-                out[k] = self.terms[k].call(y_true, y_pred)
+                out[k] = self.terms[k].call(y_true[..., :1], y_pred[..., :2])
+            elif k == "sky_model":
+                n = self.sky_oversample**2
+                start = 1 + int(self.uncertainty_head)
+                out[k] = self.terms[k].call(y_true[..., 1:2], y_pred[..., start:start + n])
             elif k not in out:
                 out[k] = self.terms[k].call(y_true, y_map)
         return {k: out[k] for k in active}
@@ -465,5 +557,8 @@ class CombinedLoss(_ScaledLoss):
         config = super().get_config()
         config.update(weights=self.weights, pixel_arcsec=self.pixel_arcsec, band=self.band, real=self.real,
                       aperture_radius_fwhm=self.aperture_radius_fwhm, peak_radius_fwhm=self.peak_radius_fwhm,
-                      detect_threshold_mjy=self.detect_threshold_mjy, max_sources=self.max_sources)
+                      detect_threshold_mjy=self.detect_threshold_mjy, max_sources=self.max_sources,
+                      uncertainty_head=self.uncertainty_head, sky_oversample=self.sky_oversample,
+                      sky_fwhm_arcsec=self.sky_fwhm_arcsec, sky_huber_mjy=self.sky_huber_mjy,
+                      bright_mjy=self.bright_mjy)
         return config

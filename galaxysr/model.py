@@ -3,10 +3,17 @@
 Encoder levels: strided 4×4 Conv2D → BatchNorm → LeakyReLU. Decoder levels: a ×2
 upsampling convolution (Conv2DTranspose as in GalaxyGAN, or a sub-pixel convolution) →
 BatchNorm → Dropout (first levels) → LeakyReLU, concatenated with the encoder level of the
-same size. Output: upsampling convolution → BatchNorm → sigmoid, which keeps blank sky at
-zero instead of reproducing noise (Lauritsen et al. 2021). The inputs are the SPIRE maps
-and, optionally, their noise maps; an optional second head predicts the uncertainty of
-the output map.
+same size. The inputs are the SPIRE maps and, optionally, their noise maps.
+
+Output (``ModelConfig.output = "sky_model"``, the default): the network says *where and how
+much* — a non-negative **sky model**, flux density per sky-model pixel (mJy, on a grid
+``sky_oversample`` times finer than the output map) — and a fixed, non-trainable layer
+(:class:`BeamRender`) draws it through the target band's Gaussian beam from the instrument
+table. A source placed in the sky model is therefore exactly the 7.9″ beam with peak =
+flux, and no pixel-scale pattern of the network can reach the map: the beam passes 10⁻⁶ of
+a 4″-period checkerboard. The legacy output (``"map"``, galaxysr ≤ 0.2) painted the map
+itself, pixel by pixel, through a sigmoid. An optional second head predicts the
+uncertainty of the output map.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ from functools import lru_cache
 import numpy as np
 
 from .config import refuse_unknown_keys
-from .instruments import SPIRE_BANDS, TARGET_BAND, get_band
+from .instruments import FWHM_PER_SIGMA, SPIRE_BANDS, TARGET_BAND, get_band
 
-__all__ = ["FluxScaling", "ModelConfig", "OUTPUT_BETA_INIT", "pixel_shuffle_layer", "build_generator", "build_discriminator"]
+__all__ = ["FluxScaling", "ModelConfig", "OUTPUT_BETA_INIT", "SKY_BETA_INIT", "render_kernel", "render_numpy",
+           "draw_through_beam",
+           "pixel_shuffle_layer", "galaxysr_layers", "build_generator", "build_discriminator"]
 
 
 @dataclass(frozen=True)
@@ -29,9 +38,10 @@ class FluxScaling:
 
     ``y = asinh(S / softening) / asinh(ceiling / softening)``: linear for |S| ≪ softening
     (noise and faint sources keep their relative sizes), logarithmic above (bright sources
-    do not dominate the L1 loss), and exactly 1 at ``ceiling``. Inputs may go below 0 and
-    above 1; the sigmoid output cannot, so predicted maps saturate at ``ceiling``
-    mJy/beam and never go negative.
+    do not dominate the L1 loss), and exactly 1 at ``ceiling`` (a normalisation point, not a
+    limit: a sky-model network's output has no ceiling). Inputs may go below 0 and above 1;
+    the sigmoid output of a legacy ``"map"`` network cannot, so its maps saturate at
+    ``ceiling`` mJy/beam.
     """
 
     softening_mjy: float = 5.0
@@ -85,7 +95,10 @@ class ModelConfig:
     base_filters, max_filter_factor : int
         Filters at level i are ``base_filters * min(2**i, max_filter_factor)``.
     dropout : float
-        Dropout rate on the first ``dropout_levels`` decoder levels.
+        Dropout rate on the first ``dropout_levels`` decoder levels. GalaxyGAN used 0.5;
+        a sky-model network has to place each source to an arcsecond, and with 0.5 it could
+        not even fit eight training tiles' sky (the sky term stayed at the empty sky's value,
+        0.019, for 600 steps; 0.012 without dropout), so the default is 0.
     leaky_slope : float
         LeakyReLU negative slope.
     scaling : FluxScaling
@@ -103,9 +116,30 @@ class ModelConfig:
     uncertainty_head : bool
         Add a second output channel: the predicted scale b of the output's error
         (Laplace, normalised units), trained by :class:`galaxysr.losses.UncertaintyLoss`.
+    output : str
+        ``"sky_model"``: a non-negative sky model (mJy per sky-model pixel) drawn through
+        the fixed target beam (:class:`BeamRender`); ``"map"``: the legacy sigmoid map head
+        of galaxysr ≤ 0.2.
+    sharpen_power, sharpen_fwhm_arcsec, sharpen_iterations : float, float, int
+        Gather each source's flux towards its brightest pixels before the sky is drawn
+        (``SkySharpen``: the sky per map pixel raised to ``sharpen_power`` and shared out
+        again within a Gaussian of ``sharpen_fwhm_arcsec``, ``sharpen_iterations`` times;
+        flux conserved). A power of 1 draws the sky as the network made it.
+    full_resolution_head : bool
+        Give the sky-model head a decoder level of its own at the output pixel scale, with
+        the input maps as its skip connection (see build_generator).
+    background : str
+        How the SPIRE maps' background is removed before they reach the network, in training
+        and in prediction alike (:mod:`galaxysr.conventions`): ``"filter"``, ``"median"`` or
+        ``"none"`` (galaxysr ≤ 0.2: none at prediction, global mean zero in training).
+    sky_oversample : int
+        Sky-model pixels per output pixel side (2: a 1″ sky model under a 2″ map, so
+        positions are held to 1″ and a source split over neighbouring sky pixels renders
+        at most 1 % wider than the beam).
     effective_fwhm_arcsec : float or None
-        The measured FWHM of the output's point sources (written after training by
-        :func:`galaxysr.evaluate.measure_effective_beam`); ``None`` until measured.
+        The measured FWHM of a legacy ``"map"`` model's point sources (written after
+        training by :func:`galaxysr.evaluate.measure_effective_beam`); a sky-model map is
+        drawn at the target beam, so it has none.
     error_calibration : ((float, ...), (float, ...)) or None
         Fluxes (mJy/beam) and factors: the error head's output is multiplied by the factor
         interpolated (in log flux) at the predicted value, so that source errors match
@@ -120,13 +154,21 @@ class ModelConfig:
     depth: int = 6
     base_filters: int = 16
     max_filter_factor: int = 8
-    dropout: float = 0.5
+    dropout: float = 0.0
     dropout_levels: int = 2
     leaky_slope: float = 0.2
     scaling: FluxScaling = field(default_factory=FluxScaling)
     noise_inputs: bool = True
     upsampling: str = "subpixel_head"
     uncertainty_head: bool = True
+    output: str = "sky_model"
+    sky_oversample: int = 2
+    full_resolution_head: bool = False
+    sky_head: str = "pixels"
+    sharpen_power: float = 1.0
+    sharpen_fwhm_arcsec: float = 4.7
+    sharpen_iterations: int = 2
+    background: str = "filter"
     effective_fwhm_arcsec: float | None = None
     error_calibration: tuple | None = None
 
@@ -144,6 +186,45 @@ class ModelConfig:
             raise ValueError(f"tile {self.tile} is not a multiple of 2**depth = {2**self.depth}")
         if self.upsampling not in ("transpose", "subpixel", "subpixel_head"):
             raise ValueError(f"upsampling must be 'transpose', 'subpixel' or 'subpixel_head', got {self.upsampling!r}")
+        if self.output not in ("sky_model", "map"):
+            raise ValueError(f"output must be 'sky_model' or 'map', got {self.output!r}")
+        from .conventions import BACKGROUND_METHODS
+
+        if self.background not in BACKGROUND_METHODS:
+            raise ValueError(f"background must be one of {', '.join(BACKGROUND_METHODS)}, got {self.background!r}")
+        if self.sky_oversample < 1:
+            raise ValueError(f"sky_oversample must be a positive integer, got {self.sky_oversample}")
+
+    @property
+    def has_sky(self) -> bool:
+        """Whether the network outputs a sky model (drawn through the beam)."""
+        return self.output == "sky_model"
+
+    @property
+    def sky_pixel_arcsec(self) -> float:
+        """Side of a sky-model pixel (arcsec)."""
+        return self.pixel_arcsec / self.sky_oversample
+
+    @property
+    def output_channels(self) -> dict:
+        """Where each output lives in the network's last axis: ``map`` (normalised map),
+        ``error`` (its error scale, with the uncertainty head) and ``sky`` (the sky model drawn
+        into the map, in mJy per sky pixel, packed ``sky_oversample²`` channels per output
+        pixel by space-to-depth), as slices."""
+        out, at = {"map": slice(0, 1)}, 1
+        if self.uncertainty_head:
+            out["error"], at = slice(at, at + 1), at + 1
+        if self.has_sky:
+            out["sky"] = slice(at, at + self.sky_oversample**2)
+        return out
+
+    @property
+    def beam_fwhm_arcsec(self) -> float:
+        """FWHM of the beam the output map is drawn at (arcsec): the target band's for a
+        sky-model network; the measured one (if recorded) for a legacy map network."""
+        if not self.has_sky and self.effective_fwhm_arcsec is not None:
+            return self.effective_fwhm_arcsec
+        return float(get_band(self.target_band).fwhm.to_value("arcsec"))
 
     @property
     def n_channels(self) -> int:
@@ -161,14 +242,16 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         """From :meth:`to_dict`'s output. Models written before ``noise_inputs``,
-        ``upsampling`` and ``uncertainty_head`` existed had none of them."""
+        ``upsampling``, ``uncertainty_head`` and ``output`` existed had none of them (and
+        painted the map itself)."""
         data = dict(data)
         refuse_unknown_keys(cls, data, "model setting(s)")
         data["input_bands"] = tuple(data["input_bands"])
         data["scaling"] = FluxScaling(**data["scaling"])
         if data.get("error_calibration") is not None:
             data["error_calibration"] = tuple(tuple(float(x) for x in v) for v in data["error_calibration"])
-        for name, legacy in (("noise_inputs", False), ("upsampling", "transpose"), ("uncertainty_head", False)):
+        for name, legacy in (("noise_inputs", False), ("upsampling", "transpose"), ("uncertainty_head", False),
+                             ("output", "map"), ("background", "none")):
             data.setdefault(name, legacy)
         return cls(**data)
 
@@ -176,35 +259,240 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2)
 
 
-#: Initial offset of the output BatchNorm (see build_generator).
+#: Initial offset of the legacy map head's output BatchNorm (see build_generator).
 OUTPUT_BETA_INIT = -3.0
+#: Initial bias of the sky-model head: softplus(−7) ≈ 0.001, a sky of
+#: ≈ 0.02 mJy per 1″ pixel, i.e. a blank map of ≈ 0.4 mJy/beam, not a bright fog.
+SKY_BETA_INIT = -7.0
+#: The sky-model activation works in the asinh domain of the flux scaling (see
+#: build_generator); this caps it where sinh would overflow float32 (≈ 10⁷ Jy per pixel).
+_SKY_Y_MAX = 3.0
+
+
+def render_kernel(sigma_px: float, oversample: int, truncate: float = 4.0) -> np.ndarray:
+    """1-D taps of a peak-normalised Gaussian of ``sigma_px`` *sky* pixels, sampled at the
+    offsets of the sky pixels from an output-pixel centre when ``oversample`` sky pixels
+    make one output pixel (half-integers for even ``oversample``); covers ±``truncate`` σ.
+
+    A sky pixel holding flux S at offset d (sky pixels) from an output-pixel centre
+    contributes S · exp(−d²/2σ²) there, so a source in one sky pixel is drawn as the beam
+    with peak = S (mJy/beam) at its position.
+    """
+    half = int(np.ceil(truncate * sigma_px + 0.5 * (oversample % 2 == 0)))
+    taps = 2 * half + (oversample % 2)  # same parity as oversample: offsets (k − (K−1)/2)
+    offsets = np.arange(taps) - (taps - 1) / 2
+    return np.exp(-0.5 * (offsets / sigma_px) ** 2).astype(np.float32)
+
+
+def render_numpy(sky: np.ndarray, sigma_px: float, oversample: int) -> np.ndarray:
+    """:class:`BeamRender` in NumPy: a (fH, fW) sky (mJy per sky pixel) → the (H, W) map
+    (mJy/beam). Output pixel i is Σ_k sky[f·i + k − P] w_k with w = :func:`render_kernel`
+    and P = (K − f)/2 zero pixels beyond the edges."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    taps = render_kernel(sigma_px, oversample).astype(np.float64)
+    pad = (len(taps) - oversample) // 2
+    out = np.pad(np.asarray(sky, np.float64), pad)
+    for axis in (0, 1):
+        windows = sliding_window_view(out, len(taps), axis=axis)
+        windows = windows[::oversample] if axis == 0 else windows[:, ::oversample]
+        out = windows @ taps
+    return out
+
+
+def _band_matrix(n_out, taps: np.ndarray, oversample: int):
+    """TensorFlow: the (n_out, f·n_out) matrix whose product with a column of sky pixels is
+    :func:`render_kernel`'s taps applied at stride f, zero beyond the ends."""
+    import tensorflow as tf
+
+    f, k = int(oversample), len(taps)
+    pad = (k - f) // 2
+    i = tf.range(n_out)[:, None]
+    j = tf.range(n_out * f)[None, :]
+    offset = j - f * i + pad
+    inside = (offset >= 0) & (offset < k)
+    return tf.where(inside, tf.gather(tf.constant(np.asarray(taps, np.float32)), tf.clip_by_value(offset, 0, k - 1)),
+                    0.0)
+
+
+def draw_through_beam(sky, taps: np.ndarray, oversample: int):
+    """TensorFlow: a sky (B, fH, fW, 1) drawn through the separable beam ``taps``
+    (:func:`render_kernel`) onto the output grid (B, H, W, 1); zero beyond the edges.
+
+    Two products with banded matrices (rows, then columns), which BLAS does far faster on
+    a CPU than one-channel convolutions (measured: the sky-model network trained at
+    6.8 steps/s with ``tf.nn.conv2d`` here, see docs/benchmarks.md). Differentiable.
+    """
+    import tensorflow as tf
+
+    f = int(oversample)
+    image = sky[..., 0]
+    shape = tf.shape(image)
+    rows = _band_matrix(shape[1] // f, taps, f)
+    cols = _band_matrix(shape[2] // f, taps, f)
+    return tf.matmul(tf.matmul(rows, image), cols, transpose_b=True)[..., None]
 
 
 @lru_cache(maxsize=1)
-def pixel_shuffle_layer():
-    """The ``PixelShuffle`` layer class, defined (and registered for ``.keras`` loading)
-    on first use so that importing this module does not import Keras."""
+def galaxysr_layers():
+    """galaxysr's Keras layers, defined (and registered for ``.keras`` loading) on first use
+    so that importing this module does not import Keras: ``PixelShuffle``, ``BeamRender``,
+    ``SkyActivation``, ``AsinhScale`` and ``SpaceToDepth`` (a namespace of classes)."""
+    import types
+
     import keras
+    from keras import ops
 
     @keras.saving.register_keras_serializable("galaxysr")
     class PixelShuffle(keras.layers.Layer):
-        """Rearranges (H, W, 4C) into (2H, 2W, C): the upsampling step of a sub-pixel
-        convolution (Shi et al. 2016)."""
+        """Rearranges (H, W, b²C) into (bH, bW, C): the upsampling step of a sub-pixel
+        convolution (Shi et al. 2016); ``block`` b, default 2."""
+
+        def __init__(self, block: int = 2, **kwargs):
+            super().__init__(**kwargs)
+            self.block = int(block)
 
         def call(self, x):
-            return keras.ops.depth_to_space(x, 2)
+            return ops.depth_to_space(x, self.block)
 
         def compute_output_shape(self, shape):
-            h = None if shape[1] is None else 2 * shape[1]
-            w = None if shape[2] is None else 2 * shape[2]
-            return (shape[0], h, w, shape[3] // 4)
+            b = self.block
+            h = None if shape[1] is None else b * shape[1]
+            w = None if shape[2] is None else b * shape[2]
+            return (shape[0], h, w, shape[3] // b**2)
 
-    return PixelShuffle
+        def get_config(self):
+            return {**super().get_config(), "block": self.block}
+
+    @keras.saving.register_keras_serializable("galaxysr")
+    class SpaceToDepth(keras.layers.Layer):
+        """Rearranges (bH, bW, C) into (H, W, b²C): packs a sky model on a grid ``block``
+        times finer than the map into the map's grid, so both leave the network as one
+        tensor."""
+
+        def __init__(self, block: int = 2, **kwargs):
+            super().__init__(**kwargs)
+            self.block = int(block)
+
+        def call(self, x):
+            return ops.space_to_depth(x, self.block) if self.block > 1 else x
+
+        def compute_output_shape(self, shape):
+            b = self.block
+            h = None if shape[1] is None else shape[1] // b
+            w = None if shape[2] is None else shape[2] // b
+            return (shape[0], h, w, shape[3] * b**2)
+
+        def get_config(self):
+            return {**super().get_config(), "block": self.block}
+
+    @keras.saving.register_keras_serializable("galaxysr")
+    class BeamRender(keras.layers.Layer):
+        """Draws a sky model (B, fH, fW, 1) in mJy per sky pixel through a fixed,
+        peak-normalised Gaussian beam of ``sigma_px`` sky pixels onto the output grid
+        (B, H, W, 1) in mJy/beam (``oversample`` f sky pixels per output pixel side).
+
+        Separable: two 1-D convolutions with stride f; the taps are :func:`render_kernel`
+        (sampled at the sky pixels' offsets from each output-pixel centre), zero beyond the
+        tile. No weights: the beam is the instrument's, not learnt.
+        """
+
+        def __init__(self, sigma_px: float, oversample: int = 1, **kwargs):
+            super().__init__(trainable=False, **{k: v for k, v in kwargs.items() if k != "trainable"})
+            self.sigma_px, self.oversample = float(sigma_px), int(oversample)
+            self.taps = render_kernel(self.sigma_px, self.oversample)
+            self.pad = (len(self.taps) - self.oversample) // 2
+
+        def call(self, sky):
+            return draw_through_beam(sky, self.taps, self.oversample)
+
+        def compute_output_shape(self, shape):
+            f = self.oversample
+            h = None if shape[1] is None else shape[1] // f
+            w = None if shape[2] is None else shape[2] // f
+            return (shape[0], h, w, 1)
+
+        def get_config(self):
+            return {**super().get_config(), "sigma_px": self.sigma_px, "oversample": self.oversample}
+
+    @keras.saving.register_keras_serializable("galaxysr")
+    class SkyActivation(keras.layers.Layer):
+        """Non-negative flux (mJy per sky pixel) from a pre-activation z:
+        ``softening · sinh(norm · min(softplus(z), y_max))`` — zero for blank sky, and, in
+        the asinh domain the inputs are scaled in, as wide a range as the inputs have
+        (no ceiling: 2 Jy sources pass)."""
+
+        def __init__(self, softening_mjy: float, norm: float, **kwargs):
+            super().__init__(**kwargs)
+            self.softening_mjy, self.norm = float(softening_mjy), float(norm)
+
+        def call(self, z):
+            y = ops.minimum(ops.softplus(z), _SKY_Y_MAX)
+            return self.softening_mjy * ops.sinh(self.norm * y)
+
+        def get_config(self):
+            return {**super().get_config(), "softening_mjy": self.softening_mjy, "norm": self.norm}
+
+    @keras.saving.register_keras_serializable("galaxysr")
+    class AsinhScale(keras.layers.Layer):
+        """mJy/beam → the network's normalised units (:class:`FluxScaling`.forward)."""
+
+        def __init__(self, softening_mjy: float, ceiling_mjy: float, **kwargs):
+            super().__init__(**kwargs)
+            self.softening_mjy, self.ceiling_mjy = float(softening_mjy), float(ceiling_mjy)
+
+        def call(self, x):
+            return ops.arcsinh(x / self.softening_mjy) / float(np.arcsinh(self.ceiling_mjy / self.softening_mjy))
+
+        def get_config(self):
+            return {**super().get_config(), "softening_mjy": self.softening_mjy, "ceiling_mjy": self.ceiling_mjy}
+
+    @keras.saving.register_keras_serializable("galaxysr")
+    class SkySharpen(keras.layers.Layer):
+        """Gathers each source's flux towards its brightest pixels, keeping the total: a
+        packed sky (B, H, W, f²; mJy per sky pixel, f × f sky pixels per map pixel) is summed
+        per map pixel (c), and ``iterations`` times c ← c^p · K ⊗ [(K ⊗ c) / (K ⊗ c^p)] with K a
+        Gaussian of ``sigma_px`` map pixels — the inflation step of Markov clustering: every
+        neighbourhood keeps its flux (K ⊗ c) but shares it out as c^p, so a source the network
+        spread over a few arcseconds is drawn compact, and its pixels keep their sub-pixel
+        split. Flux is conserved (to ``floor`` mJy per pixel, added to keep c^p finite);
+        smooth and differentiable."""
+
+        def __init__(self, power: float, sigma_px: float, iterations: int = 2, floor: float = 0.01, **kwargs):
+            super().__init__(trainable=False, **{k: v for k, v in kwargs.items() if k != "trainable"})
+            self.power, self.sigma_px = float(power), float(sigma_px)
+            self.iterations, self.floor = int(iterations), float(floor)
+            self.taps = render_kernel(self.sigma_px, 1)
+
+        def call(self, packed):
+            import tensorflow as tf
+
+            cell = tf.reduce_sum(packed, -1, keepdims=True) + self.floor
+            sharp = cell
+            for _ in range(self.iterations):
+                raised = sharp**self.power
+                share = draw_through_beam(sharp, self.taps, 1) / draw_through_beam(raised, self.taps, 1)
+                sharp = raised * draw_through_beam(share, self.taps, 1) / float(np.sum(self.taps) ** 2)
+            return packed * (sharp / cell)
+
+        def get_config(self):
+            return {**super().get_config(), "power": self.power, "sigma_px": self.sigma_px,
+                    "iterations": self.iterations, "floor": self.floor}
+
+    return types.SimpleNamespace(PixelShuffle=PixelShuffle, SpaceToDepth=SpaceToDepth, BeamRender=BeamRender,
+                                 SkyActivation=SkyActivation, AsinhScale=AsinhScale, SkySharpen=SkySharpen)
+
+
+def pixel_shuffle_layer():
+    """The ``PixelShuffle`` layer class (registers every galaxysr layer for loading)."""
+    return galaxysr_layers().PixelShuffle
 
 
 def build_generator(config: ModelConfig = ModelConfig()):
-    """The UNet generator as a `keras.Model` mapping (B, H, W, n_channels) → (B, H, W, 1)
-    (or (B, H, W, 2) with the uncertainty head: the map, then its error scale).
+    """The UNet generator as a `keras.Model` mapping (B, H, W, n_channels) → (B, H, W, C):
+    the map (normalised units), then its error scale (with the uncertainty head), then the
+    sky model packed by space-to-depth (sky-model output); see
+    :attr:`ModelConfig.output_channels`.
 
     Batch normalisation is synchronised across replicas, so a batch split over several
     devices normalises exactly like the same batch on one device.
@@ -212,7 +500,10 @@ def build_generator(config: ModelConfig = ModelConfig()):
     import keras
     from keras import layers
 
-    pixel_shuffle = pixel_shuffle_layer()
+    from astropy import units as u
+
+    custom = galaxysr_layers()
+    pixel_shuffle = custom.PixelShuffle
 
     def norm(offset: float = 0.0):
         return layers.BatchNormalization(synchronized=True, momentum=0.9,
@@ -242,19 +533,69 @@ def build_generator(config: ModelConfig = ModelConfig()):
         x = layers.LeakyReLU(config.leaky_slope)(x)
         x = layers.Concatenate()([x, skips[level]])
     features = x
-    x = up(features, 1, "out_deconv", head=True)
-    # BatchNorm centres its output on beta, so sigmoid(BN) starts at sigmoid(beta); the
-    # sky is mostly blank, so start near blank sky (sigmoid(-3) ≈ 1 mJy/beam) rather than at
-    # 0.5 (≈ 50 mJy/beam), which Adam would need thousands of steps to walk down from.
-    x = norm(offset=OUTPUT_BETA_INIT)(x)
-    outputs = layers.Activation("sigmoid", name="scuba2_450")(x)
+    if config.has_sky:
+        # The sky model: a sub-pixel convolution from the last decoder level (2 output pixels
+        # per feature pixel) straight to the sky grid (× sky_oversample more), BatchNorm, and
+        # a non-negative activation in mJy per sky pixel; then the fixed beam draws the map.
+        # As in pix2pix's outermost layer there is no BatchNorm here: the convolution's bias
+        # starts the sky blank (SKY_BETA_INIT), and a BatchNorm over the fine grid cost a
+        # sixth of a training step on a CPU.
+        f = config.sky_oversample
+        block = 2 * f
+        if config.full_resolution_head:
+            # One more decoder level, at the output pixel scale, with the inputs themselves
+            # as its skip: every 2″ pixel gets features of its own, so the head draws compact
+            # sources instead of patterns repeated across 4″ feature cells.
+            x = up(features, config.base_filters, "up_full_deconv", head=True)
+            x = norm()(x)
+            x = layers.LeakyReLU(config.leaky_slope)(x)
+            x = layers.Concatenate()([x, inputs])
+            x = layers.Conv2D(config.base_filters, 3, padding="same", name="full_conv")(x)
+            x = norm()(x)
+            features = layers.LeakyReLU(config.leaky_slope)(x)
+            block = f
+        scaling = config.scaling
+        if config.sky_head == "cells":
+            # Each feature cell says how much flux it holds (one non-negative number) and where
+            # in the cell it lies (a softmax over its block² sky pixels): a compact source needs
+            # only a few units of logit contrast, not a sharp jump of the flux itself.
+            amount = layers.Conv2D(1, 3, padding="same", name="sky_amount",
+                                   bias_initializer=keras.initializers.Constant(SKY_BETA_INIT))(features)
+            amount = custom.SkyActivation(scaling.softening_mjy, scaling._norm, name="sky_model")(amount)
+            where = layers.Softmax(name="sky_where")(layers.Conv2D(block**2, 3, padding="same",
+                                                                    name="sky_logits")(features))
+            z = layers.Multiply(name="sky_cells")([amount, where])
+        else:
+            z = layers.Conv2D(block**2, 3, padding="same", name="sky_conv",
+                              bias_initializer=keras.initializers.Constant(SKY_BETA_INIT))(features)
+            z = custom.SkyActivation(scaling.softening_mjy, scaling._norm, name="sky_model")(z)  # elementwise
+        sky = pixel_shuffle(block=block, name="sky_shuffle")(z) if block > 1 else z
+        if config.sharpen_power > 1:
+            packed = custom.SpaceToDepth(f, name="sky_cells")(sky)
+            packed = custom.SkySharpen(config.sharpen_power, config.sharpen_fwhm_arcsec / FWHM_PER_SIGMA
+                                       / config.pixel_arcsec, config.sharpen_iterations, name="sky_sharpen")(packed)
+            sky = pixel_shuffle(block=f, name="sky_sharpened")(packed) if f > 1 else packed
+        sigma = get_band(config.target_band).sigma_pixels(config.sky_pixel_arcsec * u.arcsec)
+        drawn = custom.BeamRender(sigma, f, name="beam")(sky)
+        outputs = [custom.AsinhScale(scaling.softening_mjy, scaling.ceiling_mjy, name="scuba2_450")(drawn)]
+    else:
+        x = up(features, 1, "out_deconv", head=True)
+        # BatchNorm centres its output on beta, so sigmoid(BN) starts at sigmoid(beta); the
+        # sky is mostly blank, so start near blank sky (sigmoid(-3) ≈ 1 mJy/beam) rather than
+        # at 0.5 (≈ 50 mJy/beam), which Adam would need thousands of steps to walk down from.
+        x = norm(offset=OUTPUT_BETA_INIT)(x)
+        outputs = [layers.Activation("sigmoid", name="scuba2_450")(x)]
     if config.uncertainty_head:
         # The error scale, positive, in normalised units; starts small (softplus(-4) ≈ 0.018).
-        scale = up(features, 1, "error_deconv", head=True)
-        scale = layers.Activation("softplus", name="error_scale")(
-            layers.Rescaling(1.0, offset=-4.0, name="error_offset")(scale))
-        outputs = layers.Concatenate(name="map_and_error")([outputs, scale])
-    return keras.Model(inputs, outputs, name="galaxysr_unet")
+        full = config.has_sky and config.full_resolution_head
+        scale = layers.Conv2D(1, 3, padding="same", name="error_conv")(features) if full else \
+            up(features, 1, "error_deconv", head=True)
+        outputs.append(layers.Activation("softplus", name="error_scale")(
+            layers.Rescaling(1.0, offset=-4.0, name="error_offset")(scale)))
+    if config.has_sky:
+        outputs.append(custom.SpaceToDepth(config.sky_oversample, name="sky_packed")(sky))
+    out = outputs[0] if len(outputs) == 1 else layers.Concatenate(name="outputs")(outputs)
+    return keras.Model(inputs, out, name="galaxysr_unet")
 
 
 def build_discriminator(config: ModelConfig = ModelConfig(), filters: int = 32, levels: int = 3):

@@ -8,6 +8,7 @@ measures it from the pixels.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from functools import lru_cache
 
@@ -83,6 +84,18 @@ def with_noise(m: Map, noise_mjy: float | np.ndarray | None = None) -> tuple[Map
     return replace(m, noise=np.full(m.shape, sigma, np.float32)), f"estimated from the map: {sigma:.2f} mJy/beam"
 
 
+def _interpolate(data: np.ndarray, kernel) -> np.ndarray:
+    """One pass of ``astropy.convolution.interpolate_replace_nans``. Gaps wider than the
+    kernel stay NaN after a pass — by design: :func:`fill_gaps` repeats the pass, and leaves
+    what is still beyond a beam from any data NaN — so astropy's advice to widen the kernel
+    is not passed on to the user."""
+    from astropy.convolution import interpolate_replace_nans
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Increase the kernel size.*")
+        return interpolate_replace_nans(data, kernel, boundary="fill", fill_value=np.nan)
+
+
 def fill_gaps(m: Map, max_distance_fwhm: float = 1.0) -> tuple[Map, np.ndarray]:
     """``m`` with its NaN gaps filled where data lie within ``max_distance_fwhm`` beam
     FWHMs, and a boolean mask of the filled pixels.
@@ -95,7 +108,7 @@ def fill_gaps(m: Map, max_distance_fwhm: float = 1.0) -> tuple[Map, np.ndarray]:
     error map — know those pixels carry less information. Pixels farther than
     ``max_distance_fwhm`` beams from any data stay NaN.
     """
-    from astropy.convolution import Gaussian2DKernel, interpolate_replace_nans
+    from astropy.convolution import Gaussian2DKernel
     from scipy.ndimage import distance_transform_edt
 
     missing = ~np.isfinite(m.data)
@@ -106,7 +119,7 @@ def fill_gaps(m: Map, max_distance_fwhm: float = 1.0) -> tuple[Map, np.ndarray]:
     far = distance_transform_edt(missing) > max_distance_fwhm * m.band.fwhm_pixels(m.pixel_scale)
     data = np.array(m.data, dtype=np.float64)
     for _ in range(4):  # wide gaps fill from their edges inwards
-        data = interpolate_replace_nans(data, kernel, boundary="fill", fill_value=np.nan)
+        data = _interpolate(data, kernel)
         if np.isfinite(data[~far]).all():
             break
     data[far] = np.nan
@@ -118,7 +131,7 @@ def fill_gaps(m: Map, max_distance_fwhm: float = 1.0) -> tuple[Map, np.ndarray]:
         noise = np.array(noise, dtype=np.float64)
         noise[~np.isfinite(noise) | (noise <= 0)] = np.nan
         for _ in range(4):
-            noise = interpolate_replace_nans(noise, kernel, boundary="fill", fill_value=np.nan)
+            noise = _interpolate(noise, kernel)
             if np.isfinite(noise[~far]).all():
                 break
         noise[filled] *= 2.0

@@ -8,13 +8,14 @@ import numpy as np
 
 from .instruments import BANDS, TARGET_BAND
 
-__all__ = ["METHOD_LABELS", "COLOURS", "evaluation_figures", "field_panels", "completeness_purity", "flux_recovery",
+__all__ = ["METHOD_LABELS", "COLOURS", "evaluation_figures", "injection_figure", "field_panels", "completeness_purity", "flux_recovery",
            "offsets", "beams", "counts_figure", "field_bands_figure"]
 
-METHOD_LABELS = {"network": "galaxysr network", "native_250": "SPIRE 250 native × colour",
+METHOD_LABELS = {"network": "galaxysr network", "network_sky": "galaxysr network, sky-model components",
+                 "native_250": "SPIRE 250 native × colour",
                  "richardson_lucy": "Richardson–Lucy 250", "wiener": "Wiener 250",
                  "truth": f"truth ⊗ {BANDS[TARGET_BAND].fwhm.value:g}″ beam (upper bound)"}
-COLOURS = {"network": "C3", "native_250": "C0", "richardson_lucy": "C1", "wiener": "C2", "truth": "k", "scuba2": "k"}
+COLOURS = {"network": "C3", "network_sky": "C4", "native_250": "C0", "richardson_lucy": "C1", "wiener": "C2", "truth": "k", "scuba2": "k"}
 
 
 def _subplots(*args, **kwargs):
@@ -63,7 +64,38 @@ def evaluation_figures(results: dict, out: Path, prefix: str = "") -> dict[str, 
     figures["output beam"] = beams(results, out / f"{prefix}psf.png")
     if results.get("_z"):
         figures["error calibration"] = z_histograms(results, out / f"{prefix}z.png")
+    if results.get("injection"):
+        figures["injection–recovery"] = injection_figure(results["injection"], out / f"{prefix}injection.png")
     return figures
+
+
+def injection_figure(injection: dict, path: Path) -> Path:
+    """Injection–recovery: FWHM, peak/true, integrated/true and offset against the injected
+    450 µm flux, one line per scenario, target ranges shaded; and the stacked response of the
+    brightest injected sources in the first scenario."""
+    from .evaluate.injection import INJECTION_TARGETS
+
+    quantities = [("fwhm_arcsec", "FWHM of the response [″]"), ("peak_ratio", "peak / true"),
+                  ("integrated_ratio", "integrated / true"), ("median_offset_arcsec", "median offset [″]")]
+    fig, axes = _subplots(1, len(quantities), figsize=(15, 3.6))
+    for k, (name, stats) in enumerate(injection["scenarios"].items()):
+        flux = np.array([float(f) for f in stats])
+        for ax, (q, _) in zip(axes, quantities):
+            ax.plot(flux, [stats[f][q] for f in stats], marker="o", ms=4, color=f"C{k}",
+                    label=name.replace("_", " "))
+    for ax, (q, title) in zip(axes, quantities):
+        for kind, style in (("noise", dict(color="grey", alpha=0.15)), ("sky", dict(color="C2", alpha=0.1))):
+            for (lo, hi), quantity, low, high in INJECTION_TARGETS[kind]:
+                if quantity == q and lo == hi:
+                    continue
+                if quantity == q:
+                    ax.fill_between([lo * 0.9, hi * 1.1], max(low, 0), high, **style)
+        _log_flux_axis(ax)
+        ax.set_xlabel("injected S$_{450}$ [mJy]")
+        ax.set_title(title)
+    axes[0].axhline(BANDS[TARGET_BAND].fwhm.value, color="k", ls="--", lw=1)
+    axes[0].legend(fontsize=7)
+    return _finish(fig, path)
 
 
 def z_histograms(results: dict, path: Path) -> Path:

@@ -61,6 +61,13 @@ class SimulationConfig:
         Galaxies are drawn this far beyond the map edges, so edge pixels are confused too.
     sky : SkyModel
         Population parameters.
+    bright_sources : int
+        Extra bright galaxies placed at random in the field (0: none): the galaxies the counts
+        make rare — local galaxies and lensed sources of up to a few Jy at 250 µm — so that a
+        network trained on the field sees the whole dynamic range of real skies.
+    bright_flux_mjy : (float, float)
+        Their 250 µm fluxes are drawn log-uniformly in this range; each takes the SED of a
+        random galaxy of the field brighter than 10 mJy at 250 µm, scaled.
     """
 
     area_deg2: float = 0.25
@@ -74,6 +81,8 @@ class SimulationConfig:
     scuba2_coverage: str = "uniform"
     margin_arcsec: float = 120.0
     sky: SkyModel = field(default_factory=SkyModel)
+    bright_sources: int = 0
+    bright_flux_mjy: tuple[float, float] = (200.0, 3000.0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +93,8 @@ class SimulationConfig:
         refuse_unknown_keys(cls, data, "SimulationConfig parameter(s)")
         data["sky"] = SkyModel.from_dict(data.get("sky", {}))
         data["calibration"] = tuple(data.get("calibration", (1.0, 1.0, 1.0)))
+        if "bright_flux_mjy" in data:
+            data["bright_flux_mjy"] = tuple(data["bright_flux_mjy"])
         return cls(**data)
 
 
@@ -347,7 +358,35 @@ def simulate_catalogue(config: SimulationConfig) -> Table:
     table.add_column(np.asarray(dec) * u.deg, name="dec", index=1)
     table.meta.update({"simulator": "galaxysr.sky", "seed": config.seed,
                        "area_deg2": config.area_deg2, "margin_arcsec": config.margin_arcsec})
+    if config.bright_sources:
+        table = _add_bright_sources(table, config, center)
     return table
+
+
+def _add_bright_sources(table: Table, config: SimulationConfig, center: SkyCoord) -> Table:
+    """``table`` with ``config.bright_sources`` bright galaxies appended (see
+    :class:`SimulationConfig`), at random positions inside the map."""
+    from astropy.table import vstack
+
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 99]))
+    s250 = column_mjy(table, "flux_spire_250")
+    donors = np.flatnonzero(s250 > 10.0)
+    if not len(donors):
+        return table
+    n = config.bright_sources
+    picked = table[rng.choice(donors, n)]
+    lo, hi = np.log(config.bright_flux_mjy)
+    scale = np.exp(rng.uniform(lo, hi, n)) / column_mjy(picked, "flux_spire_250")
+    for band in BANDS:
+        name = f"flux_{band}"
+        if name in picked.colnames:
+            picked[name] = picked[name] * scale
+    half = np.sqrt(config.area_deg2) * 3600.0 / 2 - 60.0  # arcsec; away from the very edge
+    ref = tan_wcs(center, 1 * u.arcsec, (1, 1))
+    ra, dec = ref.pixel_to_world_values(rng.uniform(-half, half, n), rng.uniform(-half, half, n))
+    picked["ra"] = np.asarray(ra) % 360.0 * u.deg
+    picked["dec"] = np.asarray(dec) * u.deg
+    return vstack([table, picked], metadata_conflicts="silent")
 
 
 def simulate_field(config: SimulationConfig, bands=(*SPIRE_BANDS, TARGET_BAND),

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Block", "plan_blocks", "run_block", "survey", "survey_field", "start_client", "assemble",
+from .catalogue import DEFAULT_METHOD
+
+__all__ = ["Block", "plan_blocks", "run_block", "survey", "survey_field", "up_to_date", "start_client", "assemble",
            "extract_mosaic", "field_stem"]
 
 #: Native input pixels read beyond what a block's tiles cover: the cubic-spline
@@ -103,9 +105,12 @@ def _model(path: str, threads: int):
     return _MODELS[path]
 
 
-def _read_cutout(path: str, band: str, job, region: tuple[int, int, int, int], noise_value: float | None):
+def _read_cutout(path: str, band: str, job, region: tuple[int, int, int, int], noise_value: float | None,
+                 background: str | None = None):
     """The part of the input map ``path`` under output pixels ``region`` (+ margin), as a
-    Map with its noise (the file's noise map, or ``noise_value`` everywhere)."""
+    Map in mJy/beam with its noise (the file's noise map, or ``noise_value`` everywhere),
+    less the background the driver measured on the whole map (``background``: a ``.npy``
+    file on the input's grid, read memory-mapped), as prediction removes it."""
     from astropy.io import fits
     from astropy.wcs import WCS
 
@@ -143,13 +148,16 @@ def _read_cutout(path: str, band: str, job, region: tuple[int, int, int, int], n
     except MapError:
         return None  # a block over blank (all-NaN) input: nothing to do there
     cut = cut.to(MJY_PER_BEAM)
+    if background is not None:
+        level = np.load(background, mmap_mode="r")[i0:i1, j0:j1]
+        cut = replace(cut, data=(cut.data - level).astype(np.float32))
     if cut.noise is None and noise_value is not None:
         cut = replace(cut, noise=np.full(cut.shape, noise_value, np.float32))
     return cut
 
 
 def run_block(block: Block, job, paths: dict, model: str, out_dir: str, noise_values: dict,
-              batch_size: int = 16, threads: int = 1) -> str:
+              batch_size: int = 16, threads: int = 1, backgrounds: dict | None = None) -> str:
     """Compute one block and write ``out_dir/<name>.npz`` atomically; a block already on
     disk is not recomputed. Returns the file's path."""
     from .inference import StripRunner
@@ -166,16 +174,20 @@ def run_block(block: Block, job, paths: dict, model: str, out_dir: str, noise_va
     x_lo, x_hi = job.xs[c0], job.xs[c1 - 1] + tile
     inputs, filled = {}, {}
     for band, path in paths.items():
-        cut = _read_cutout(path, band, job, (y_first, y_last, x_lo, x_hi), noise_values.get(band))
+        cut = _read_cutout(path, band, job, (y_first, y_last, x_lo, x_hi), noise_values.get(band),
+                           (backgrounds or {}).get(band))
         if cut is None:
             inputs = None
             break
         inputs[band], filled[band] = fill_gaps(cut)
     y_lo, y_hi, cx_lo, cx_hi = block.core
-    planes = 2 if artifact.config.uncertainty_head else 1
+    config = artifact.config
+    planes = 2 if config.uncertainty_head else 1
+    f = config.sky_oversample if config.has_sky else 0
     numerator = np.zeros((planes, y_last - y_first, x_hi - x_lo))
     weights = np.zeros((y_last - y_first, x_hi - x_lo))
     flags = np.zeros(weights.shape, np.uint8)
+    sky = np.zeros((f * (y_last - y_first), f * (x_hi - x_lo))) if f else None
     if inputs is not None:
         runner = StripRunner(replace(job, artifact=artifact, inputs=inputs, filled=filled), batch_size)
         x0s = job.xs[c0:c1]
@@ -183,19 +195,27 @@ def run_block(block: Block, job, paths: dict, model: str, out_dir: str, noise_va
             result = runner.run(y0, x_lo, x_hi, x0s)
             if result is None:
                 continue
-            num, w, strip_flags = result
+            num, w, strip_flags, strip_sky = result
             numerator[:, y0 - y_first:y0 - y_first + tile] += num
             weights[y0 - y_first:y0 - y_first + tile] += w
             flags[y0 - y_first:y0 - y_first + tile] |= strip_flags
+            if sky is not None:
+                sky[f * (y0 - y_first):f * (y0 - y_first + tile)] += strip_sky
     rows = slice(y_lo - y_first, y_hi - y_first)
     cols = slice(cx_lo - x_lo, cx_hi - x_lo)
     with np.errstate(invalid="ignore", divide="ignore"):
         values = np.where(weights[rows, cols] > 0, numerator[:, rows, cols] / weights[rows, cols], np.nan)
+        if sky is not None:
+            fine_rows = slice(f * rows.start, f * rows.stop)
+            fine_cols = slice(f * cols.start, f * cols.stop)
+            fine_w = np.kron(weights[rows, cols], np.ones((f, f)))
+            sky = np.where(fine_w > 0, sky[fine_rows, fine_cols] / fine_w, np.nan)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part.npz")
+    empty = np.zeros((0, 0), np.float32)
     np.savez(tmp, image=values[0].astype(np.float32),
-             error=values[1].astype(np.float32) if planes == 2 else np.zeros((0, 0), np.float32),
-             flags=flags[rows, cols])
+             error=values[1].astype(np.float32) if planes == 2 else empty,
+             flags=flags[rows, cols], sky=empty if sky is None else sky.astype(np.float32))
     os.replace(tmp, out)
     return str(out)
 
@@ -212,8 +232,10 @@ def assemble(job, blocks: list[Block], block_dir: Path, out_path: Path, overwrit
     of blocks."""
     from .inference import MapWriter
 
-    with_error = job.artifact.config.uncertainty_head
-    writer = MapWriter(job.template(), job.shape, out_path, overwrite, with_error=with_error)
+    config = job.artifact.config
+    with_error = config.uncertainty_head
+    f = config.sky_oversample if config.has_sky else 0
+    writer = MapWriter(job.template(), job.shape, out_path, overwrite, with_error=with_error, sky_oversample=f)
     try:
         by_row: dict[int, list[Block]] = {}
         for block in blocks:
@@ -224,7 +246,8 @@ def assemble(job, blocks: list[Block], block_dir: Path, out_path: Path, overwrit
             image = np.concatenate([p["image"] for p in parts], axis=1)
             error = np.concatenate([p["error"] for p in parts], axis=1) if with_error else None
             flags = np.concatenate([p["flags"] for p in parts], axis=1)
-            writer.write_rows(row[0].core[0], image, error, flags)
+            sky = np.concatenate([p["sky"] for p in parts], axis=1) if f else None
+            writer.write_rows(row[0].core[0], image, error, flags, sky)
         return writer.finish()
     except BaseException:
         writer.abort()
@@ -245,9 +268,11 @@ def extract_mosaic(path: Path, blocks: list[Block], halo_pixels: int, **kwargs):
         y_lo, y_hi, x_lo, x_hi = block.core
         a, b = max(y_lo - halo_pixels, 0), min(y_hi + halo_pixels, mosaic.shape[0])
         c, d = max(x_lo - halo_pixels, 0), min(x_hi + halo_pixels, mosaic.shape[1])
+        f = mosaic.sky_oversample
         sub = replace(mosaic, data=mosaic.data[a:b, c:d], wcs=mosaic.wcs[a:b, c:d],
                       noise=None if mosaic.noise is None else mosaic.noise[a:b, c:d],
-                      flags=None if mosaic.flags is None else mosaic.flags[a:b, c:d])
+                      flags=None if mosaic.flags is None else mosaic.flags[a:b, c:d],
+                      sky_model=None if mosaic.sky_model is None else mosaic.sky_model[f * a:f * b, f * c:f * d])
         if not np.isfinite(sub.data).any():
             continue
         table = extract_sources(sub, **kwargs)
@@ -291,7 +316,7 @@ def start_client(workers: int | None = None, scheduler: str | None = None):
 def survey_field(client, spire250: str, out: str, spire350: str | None = None, spire500: str | None = None,
                  model=None, tiles_per_block: int = 8, batch_size: int = 16, catalogue: bool = False,
                  overwrite: bool = False, progress: bool = True, snr: float = 4.0, min_flux_mjy: float = 2.0,
-                 threads: int = 1) -> dict:
+                 threads: int = 1, background: str | None = None, method: str = DEFAULT_METHOD) -> dict:
     """Super-resolve one SPIRE field (a 250 µm file; 350/500 found beside it) with the Dask
     ``client``.
 
@@ -301,24 +326,38 @@ def survey_field(client, spire250: str, out: str, spire350: str | None = None, s
     """
     from dask.distributed import as_completed
 
-    from .inference import input_maps, load_model, plan
+    from .inference import input_maps, load_model, outputs_to_make, plan
 
     started = time.perf_counter()
     artifact = load_model(model)
     maps = input_maps(artifact, Path(spire250), spire350, spire500)
+    made_from, listed, mosaic_path, catalogue_path = _provenance(artifact, maps, spire250, out, background, snr,
+                                                                 min_flux_mjy, method)
+    need_mosaic, need_catalogue = outputs_to_make([(mosaic_path, "GSRPROV", made_from),
+                                                   (catalogue and catalogue_path, "GSRCAT", listed)], overwrite)
     stem = field_stem(spire250)
     out_dir = Path(out)
-    mosaic_path, catalogue_path = out_dir / f"{stem}_450.fits", out_dir / f"{stem}_450.ecsv"
-    for path in [mosaic_path] + ([catalogue_path] if catalogue else []):
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path}: already exists; choose another folder or allow overwriting it")
-    job = plan(maps, artifact)
+    if not (need_mosaic or need_catalogue):
+        return {"field": str(spire250), "mosaic": str(mosaic_path), "up_to_date": True, "blocks": 0, "skipped": 0,
+                "computed": 0, "seconds": time.perf_counter() - started,
+                **({"catalogue": str(catalogue_path)} if catalogue else {})}
+    job = plan(maps, artifact, background=background, header_extra={"GSRPROV": made_from})
     paths = {b: str(Path(maps[b].source).resolve()) for b in artifact.config.input_bands}
+    block_dir = out_dir / f"blocks_{stem}"
+    block_dir.mkdir(parents=True, exist_ok=True)
+    # The background is measured on the whole map, once, and every block removes its part.
+    backgrounds = {}
+    for band, level in job.backgrounds.items():
+        if level is not None:
+            backgrounds[band] = str(block_dir / f"background_{band}.npy")
+            np.save(backgrounds[band], level)
+    if progress:
+        for note in job.notes:
+            print(f"{stem}: {note}", flush=True)
     # Noise estimated from the whole map (not from a block) when the file carries none.
     noise_values = {b: float(np.nanmedian(job.inputs[b].noise)) for b in paths
                     if maps[b].noise is None and job.inputs[b].noise is not None}
     blocks = plan_blocks(job.ys, job.xs, job.shape, job.tile, tiles_per_block)
-    block_dir = out_dir / f"blocks_{stem}"
     done = {b.name for b in blocks if (block_dir / f"{b.name}.npz").exists()}
     todo = [b for b in blocks if b.name not in done]
     summary = {"field": str(spire250), "blocks": len(blocks), "skipped": len(done), "computed": 0}
@@ -327,7 +366,7 @@ def survey_field(client, spire250: str, out: str, spire350: str | None = None, s
               "already done", flush=True)
     futures = client.map(run_block, todo, job=_grid_only(job), paths=paths, model=str(artifact.path),
                          out_dir=str(block_dir), noise_values=noise_values, batch_size=batch_size,
-                         threads=threads, pure=False, retries=3)
+                         threads=threads, backgrounds=backgrounds, pure=False, retries=3)
     t0 = time.perf_counter()
     for k, future in enumerate(as_completed(futures), 1):
         future.result()
@@ -337,28 +376,63 @@ def survey_field(client, spire250: str, out: str, spire350: str | None = None, s
             eta = (len(todo) - k) / rate if rate > 0 else math.inf
             print(f"{stem}: block {len(done) + k}/{len(blocks)}  {rate * 60:.1f} blocks/min  ETA {eta / 60:.1f} min",
                   flush=True)
-    summary["mosaic"] = str(assemble(job, blocks, block_dir, mosaic_path, overwrite))
-    if catalogue:
+    summary["mosaic"] = str(assemble(job, blocks, block_dir, mosaic_path, overwrite=True) if need_mosaic
+                            else mosaic_path)
+    if need_catalogue:
         from .catalogue import write_catalogue
 
         halo = int(np.ceil(3 * job.tile / 4))
-        table = extract_mosaic(mosaic_path, blocks, halo, snr=snr, min_flux_mjy=min_flux_mjy)
-        write_catalogue(table, catalogue_path, overwrite=overwrite)
+        table = extract_mosaic(mosaic_path, blocks, halo, snr=snr, min_flux_mjy=min_flux_mjy, method=method)
+        table.meta["GSRCAT"] = listed
+        write_catalogue(table, catalogue_path, overwrite=True)
         summary["catalogue"], summary["sources"] = str(catalogue_path), len(table)
     summary["seconds"] = time.perf_counter() - started
     return summary
 
 
+def _provenance(artifact, maps: dict, spire250, out, background, snr, min_flux_mjy, method):
+    """(mosaic digest, catalogue digest, mosaic path, catalogue path) of a field: as predict
+    records them, so an unchanged field is up to date."""
+    from .inference import digest, provenance
+
+    stem = field_stem(spire250)
+    made_from = provenance({b: m.source for b, m in maps.items()}, artifact,
+                           {"overlap": None, "background": background or artifact.config.background})
+    return (made_from, digest(made_from, snr, min_flux_mjy, method), Path(out) / f"{stem}_450.fits",
+            Path(out) / f"{stem}_450.ecsv")
+
+
+def up_to_date(spire250, out: str, model=None, spire350=None, spire500=None, catalogue: bool = False,
+               snr: float = 4.0, min_flux_mjy: float = 2.0, background: str | None = None, method: str = DEFAULT_METHOD,
+               **_) -> bool:
+    """Whether a field's mosaic (and catalogue) already exist from the same inputs, model and
+    options — checked without starting any cluster."""
+    from .inference import input_maps, load_model, recorded
+
+    artifact = load_model(model)
+    maps = input_maps(artifact, Path(spire250), spire350, spire500)
+    made_from, listed, mosaic, cat = _provenance(artifact, maps, spire250, out, background, snr, min_flux_mjy, method)
+    return recorded(mosaic) == made_from and (not catalogue or recorded(cat, "GSRCAT") == listed)
+
+
 def survey(fields: list[str], out: str, workers: int | None = None, scheduler: str | None = None,
            progress: bool = True, **kwargs) -> list[dict]:
     """:func:`survey_field` for every 250 µm file in ``fields``, on one Dask cluster (see
-    :func:`start_client`); the dashboard address is printed."""
+    :func:`start_client`); the dashboard address is printed. Fields whose outputs are up to
+    date (:func:`up_to_date`) are skipped, and if all are, no cluster is started;
+    ``overwrite=True`` remakes them all."""
+    pending = [f for f in fields if kwargs.get("overwrite") or not up_to_date(f, out, **kwargs)]
+    done = [{"field": str(f), "mosaic": str(Path(out) / f"{field_stem(f)}_450.fits"), "up_to_date": True,
+             "blocks": 0, "skipped": 0, "computed": 0, "seconds": 0.0} for f in fields if f not in pending]
+    if not pending:
+        return done
     client, cluster, threads = start_client(workers, scheduler)
     try:
         if progress:
             n = len(client.scheduler_info().get("workers", {}))
             print(f"Dask: {n} worker(s); dashboard {client.dashboard_link}", flush=True)
-        return [survey_field(client, field, out, progress=progress, threads=threads, **kwargs) for field in fields]
+        return done + [survey_field(client, field, out, progress=progress, threads=threads, **kwargs)
+                       for field in pending]
     finally:
         client.close()
         if cluster is not None:

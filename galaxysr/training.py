@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -63,7 +64,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     epochs: int = 200
-    steps_per_epoch: int = 45
+    steps_per_epoch: int = 60
     batch_size: int = 8
     sim_per_real: int = 2
     learning_rate: float = 1e-3
@@ -180,11 +181,14 @@ def write_config(config: TrainConfig, path: Path, extra: dict | None = None) -> 
 class Trainer:
     """Holds model, optimizer, data and step functions of one run."""
 
-    def __init__(self, config: TrainConfig, progress: bool = True, strategy=None):
+    def __init__(self, config: TrainConfig, progress: bool = True, strategy=None, after_pauses: float = 0.0):
         import keras
         import tensorflow as tf
 
         self.config, self.progress = config, progress
+        # Work after the last step (the calibration train.py runs), in units of one
+        # end-of-epoch pause (validation + checkpoint), so the ETA covers the whole run.
+        self.after_pauses = float(after_pauses)
         self.out = Path(config.out_dir)
         self.strategy = make_strategy(config.strategy) if strategy is None else strategy
         self.chief = _is_chief(self.strategy)
@@ -192,7 +196,7 @@ class Trainer:
         _check_resume(config, self.out)
 
         # Data first: bad inputs fail before any model is built.
-        sim, valid, real = load_pairs(config.data, config.model, progress)
+        sim, valid, real = load_pairs(config.data, config.model, progress, config.loss.sky_fwhm_arcsec)
         self.sim_stream = TileStream(sim, config.model, seed=config.seed * 2 + 1, name="simulated fields")
         self.real_stream = (TileStream(real, config.model, seed=config.seed * 2 + 2,
                                        min_good=config.data.real_min_good_fraction, name="real pairs")
@@ -222,10 +226,7 @@ class Trainer:
                 self.d_optimizer.build(self.discriminator.trainable_variables)
         from .losses import CombinedLoss
 
-        self.losses = {kind: CombinedLoss.from_configs(config.loss, config.model.scaling,
-                                                       config.model.pixel_arcsec, config.model.target_band,
-                                                       real=(kind == "real"),
-                                                       uncertainty_head=config.model.uncertainty_head)
+        self.losses = {kind: CombinedLoss.from_configs(config.loss, config.model, real=(kind == "real"))
                        for kind in ("sim", "real")}
         # Dropout RNG states are model variables that tf.train.Checkpoint does not reach
         # through the model; save them explicitly so a resumed run draws the same masks.
@@ -282,7 +283,8 @@ class Trainer:
                 total = loss_fn.total(terms)
                 if disc is not None:
                     d_fake = disc(tf.concat([inputs, predictions[..., :1]], -1), training=True)
-                    d_real = disc(tf.concat([inputs, tf.where(tf.math.is_finite(targets), targets, 0.0)], -1),
+                    target_map = targets[..., :1]
+                    d_real = disc(tf.concat([inputs, tf.where(tf.math.is_finite(target_map), target_map, 0.0)], -1),
                                   training=True)
                     terms["adversarial"] = adversarial.call(1.0, d_fake)
                     terms["discriminator"] = adversarial.call(1.0, d_real) + adversarial.call(0.0, d_fake)
@@ -342,13 +344,16 @@ class Trainer:
                    desc=f"training ({self.strategy.num_replicas_in_sync} replica(s))", dynamic_ncols=True)
         history, sums, counts = [], {}, {}
         started = time.perf_counter()
-        rate = _SteadyRate()
+        rate = _SteadyRate(config.steps_per_epoch)
+        done = {k: 0 for k in iterators}  # steps of each kind this session (counts resets each epoch)
         for step in range(start, stop):
             kind = "real" if config.is_real_step(step) else "sim"
+            step_started = time.perf_counter()
             logs = {k: float(v) for k, v in self._step_fns[kind](iterators[kind]).items()}
             self.step.assign_add(1)
-            rate.tick()
             counts[kind] = counts.get(kind, 0) + 1
+            done[kind] += 1
+
             for k, v in logs.items():
                 sums.setdefault(kind, {})[k] = sums.get(kind, {}).get(k, 0.0) + v
             done_of_kind = config.steps_before(step + 1)[0 if kind == "sim" else 1]
@@ -359,8 +364,11 @@ class Trainer:
                     tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate))
                 bar.set_postfix({f"{kind}_loss": f"{logs['total']:.4f}"}, refresh=False)
             bar.update(1)
+            if done[kind] > _WARMUP_STEPS:  # the first steps of each kind trace their graphs: not the rate
+                rate.step(time.perf_counter() - step_started)
             end_of_epoch = (step + 1) % config.steps_per_epoch == 0
             if end_of_epoch or step + 1 == stop:
+                started_pause = time.perf_counter()
                 valid = self.validate()
                 # Training losses are means over the steps of this epoch (of this session).
                 means = {kind: {k: v / counts[kind] for k, v in d.items()} for kind, d in sums.items()}
@@ -376,15 +384,18 @@ class Trainer:
                     if end_of_epoch:
                         self._image_summary(step)
                 saved = self._save(step + 1)
+                rate.pause(time.perf_counter() - started_pause)
                 losses = "  ".join(f"{kind} {d['total']:.4f}" for kind, d in means.items())
-                eta = rate.eta(config.total_steps - step - 1)
+                remaining = config.total_steps - step - 1
+                eta = rate.eta(remaining, -(-remaining // config.steps_per_epoch), self.after_pauses)
                 self._say(f"epoch {(step + 1 + config.steps_per_epoch - 1) // config.steps_per_epoch}/{config.epochs} "
                           f"step {step + 1}: loss {losses}  valid {valid['total']:.4f}  |  {rate.rate():.2f} steps/s"
                           f"{f', ETA {eta}' if eta else ''}  |  checkpoint {saved}", bar)
         bar.close()
         self.writer.flush()
         elapsed = time.perf_counter() - started
-        return {"history": history, "seconds": elapsed, "steps": stop - start}
+        return {"history": history, "seconds": elapsed, "steps": stop - start,
+                "pause_seconds": float(np.mean(rate.pauses)) if rate.pauses else float("nan")}
 
     def _initialise_from(self, folder: str) -> None:
         """Start from the weights of the model in ``folder`` (a train.py model folder)."""
@@ -428,7 +439,7 @@ class Trainer:
         inputs, targets = self.valid[0][:n], self.valid[1][:n]
         outputs = self.model(inputs, training=False).numpy()
         tf.summary.image("input_spire_250", inputs[..., :1].clip(0, 1), step=step, max_outputs=n)
-        tf.summary.image("target_450", np.nan_to_num(targets).clip(0, 1), step=step, max_outputs=n)
+        tf.summary.image("target_450", np.nan_to_num(targets[..., :1]).clip(0, 1), step=step, max_outputs=n)
         tf.summary.image("output_450", outputs[..., :1], step=step, max_outputs=n)
 
     def export(self, metrics: dict | None = None) -> Path:
@@ -439,29 +450,50 @@ class Trainer:
         return artifact
 
 
-class _SteadyRate:
-    """Steps per second over the last steps (not since start-up, which is slow: tracing,
-    the first epoch's caches), for an honest ETA."""
+#: Steps of each kind (simulated, real) left out of the rate: they trace their graphs.
+_WARMUP_STEPS = 3
 
-    def __init__(self, window: int = 200):
+#: train.py's calibration after the last step (effective beam and error calibration on
+#: fields of the training distribution), in end-of-epoch pauses of the default run,
+#: measured on the 2-core development machine (15.7 s = 41 pauses of 0.39 s, plus ≈ 7 s to
+#: simulate three calibration fields on first use; docs/training.md), so the ETA covers it.
+CALIBRATION_PAUSES = 60.0
+
+
+class _SteadyRate:
+    """Time per training step over the last steps (not since start-up, which is slow:
+    tracing, the first epoch's caches) and per end-of-epoch pause (validation, summaries,
+    checkpoint), kept apart so the ETA is right from the first epoch on."""
+
+    def __init__(self, steps_per_epoch: int, window: int = 200):
         from collections import deque
 
-        self.times = deque(maxlen=window)
+        self.steps_per_epoch = max(int(steps_per_epoch), 1)
+        self.steps = deque(maxlen=window)
+        self.pauses = deque(maxlen=20)
 
-    def tick(self) -> None:
-        self.times.append(time.perf_counter())
+    def step(self, seconds: float) -> None:
+        self.steps.append(seconds)
+
+    def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
 
     def rate(self) -> float:
-        if len(self.times) < 2:
+        """Steps per second, end-of-epoch pauses included."""
+        if len(self.steps) < 2:
             return float("nan")
-        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+        per_step = float(np.mean(self.steps))
+        per_epoch = float(np.mean(self.pauses)) if self.pauses else 0.0
+        return 1.0 / (per_step + per_epoch / self.steps_per_epoch)
 
-    def eta(self, remaining_steps: int) -> str:
-        """``'1 h 05 min'``-style time left, or '' before the rate settles."""
-        rate = self.rate()
-        if len(self.times) < 20 or not np.isfinite(rate) or rate <= 0 or remaining_steps <= 0:
+    def eta(self, remaining_steps: int, remaining_epochs: int, after_pauses: float = 0.0) -> str:
+        """``'1 h 05 min'``-style time left: the steps, the epochs' pauses and
+        ``after_pauses`` pauses' worth of work after the last step; '' before the rate settles."""
+        if len(self.steps) < 20 or remaining_steps <= 0:
             return ""
-        minutes = int(round(remaining_steps / rate / 60))
+        pause = float(np.mean(self.pauses)) if self.pauses else 0.0
+        seconds = remaining_steps * float(np.mean(self.steps)) + (remaining_epochs + after_pauses) * pause
+        minutes = int(round(seconds / 60))
         return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
@@ -489,7 +521,9 @@ def export_artifact(model, config: TrainConfig, folder: str | os.PathLike, metri
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     export_saved_model(model, folder / "saved_model")
-    model.save(folder / "model.keras")
+    with warnings.catch_warnings():  # Keras' own np.array(variable): numpy 2's copy notice, nothing to act on
+        warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+        model.save(folder / "model.keras")
     write_config(config, folder / "config.json",
                  {"normalisation": asdict(config.model.scaling),
                   "bands": {"inputs": list(config.model.input_bands), "target": config.model.target_band},
@@ -498,14 +532,17 @@ def export_artifact(model, config: TrainConfig, folder: str | os.PathLike, metri
     return folder
 
 
-def train(config: TrainConfig, max_steps: int | None = None, progress: bool = True, strategy=None) -> dict:
+def train(config: TrainConfig, max_steps: int | None = None, progress: bool = True, strategy=None,
+          after_pauses: float = 0.0) -> dict:
     """Train (resuming from ``out_dir`` if a checkpoint is there) and export at the end.
 
     ``strategy`` overrides ``config.strategy`` with a ready `tf.distribute` strategy.
+    ``after_pauses``: the work that follows training, in end-of-epoch pauses (validation +
+    checkpoint; :data:`CALIBRATION_PAUSES` for train.py's calibration), for the ETA.
     Returns a summary with the validation history, wall time and, when training reached
     ``total_steps``, the artifact path.
     """
-    trainer = Trainer(config, progress=progress, strategy=strategy)
+    trainer = Trainer(config, progress=progress, strategy=strategy, after_pauses=after_pauses)
     summary = trainer.run(max_steps=max_steps)
     summary["final_step"] = int(trainer.step.numpy())
     summary["chief"] = trainer.chief

@@ -36,6 +36,30 @@ def write_fits(tmp_path):
     return _write
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """An untrained small sky-model network, exported as a ModelArtifact folder."""
+    from galaxysr.model import ModelConfig, build_generator
+    from galaxysr.training import TrainConfig, export_artifact
+
+    config = TrainConfig(model=ModelConfig(tile=64, depth=4, base_filters=4))
+    return export_artifact(build_generator(config.model), config, tmp_path_factory.mktemp("art") / "model")
+
+
+@pytest.fixture(scope="session")
+def field_files(tmp_path_factory):
+    """A 0.01 deg² simulated field written as cosmos_250/350/500.fits; (folder, Field)."""
+    from galaxysr.instruments import SPIRE_BANDS
+    from galaxysr.maps import write_map
+    from galaxysr.simulate import SimulationConfig, simulate_field
+
+    folder = tmp_path_factory.mktemp("field")
+    field = simulate_field(SimulationConfig(area_deg2=0.01, seed=77))
+    for band in SPIRE_BANDS:
+        write_map(field[band], folder / f"cosmos_{band[-3:]}.fits")
+    return folder, field
+
+
 def pytest_configure(config):
     # Two logical CPU devices, so MirroredStrategy tests can run two replicas on one CPU.
     # Must happen before TensorFlow initialises its devices.

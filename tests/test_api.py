@@ -16,27 +16,11 @@ from astropy.nddata import CCDData, StdDevUncertainty
 import galaxysr
 from galaxysr.cli import main
 from galaxysr.instruments import SPIRE_BANDS
-from galaxysr.maps import read_map, write_map
-from galaxysr.model import ModelConfig, build_generator
-from galaxysr.simulate import SimulationConfig, simulate_field
-from galaxysr.training import TrainConfig, export_artifact
+from galaxysr.maps import read_map
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    config = TrainConfig(model=ModelConfig(tile=64, depth=4, base_filters=4))
-    return export_artifact(build_generator(config.model), config, tmp_path_factory.mktemp("art") / "model")
-
-
-@pytest.fixture(scope="module")
-def field_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("field")
-    field = simulate_field(SimulationConfig(area_deg2=0.01, seed=77))
-    for band in SPIRE_BANDS:
-        write_map(field[band], folder / f"cosmos_{band[-3:]}.fits")
-    return folder, field
 
 
 def test_import_is_light_and_names_the_front_door():

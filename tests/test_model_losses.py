@@ -148,11 +148,11 @@ def test_combined_loss_uses_the_error_channel_only_when_there_is_one():
     target = _sky([(20, 30, 20.0)])
     pred = _sky([(21, 30, 15.0)])
     with_error = tf.concat([pred, tf.fill(tf.shape(pred), 0.05)], -1)
-    loss = CombinedLoss()
-    assert "uncertainty" not in loss.per_term(target, pred)
+    assert "uncertainty" not in CombinedLoss().per_term(target, pred)
+    loss = CombinedLoss(uncertainty_head=True)
     terms = loss.per_term(target, with_error)
     assert "uncertainty" in terms
-    assert float(terms["l1"][0]) == pytest.approx(float(loss.per_term(target, pred)["l1"][0]))
+    assert float(terms["l1"][0]) == pytest.approx(float(CombinedLoss().per_term(target, pred)["l1"][0]))
 
 
 def test_real_data_term_uses_sources_on_the_generated_map():
@@ -191,8 +191,8 @@ def test_flux_scaling_round_trip_and_ceiling():
 
 
 @pytest.mark.parametrize("upsampling", ["transpose", "subpixel", "subpixel_head"])
-def test_generator_shapes_and_range(upsampling):
-    config = ModelConfig(depth=4, base_filters=4, tile=64, upsampling=upsampling)
+def test_legacy_map_generator_shapes_and_range(upsampling):
+    config = ModelConfig(depth=4, base_filters=4, tile=64, upsampling=upsampling, output="map")
     assert config.n_channels == 6  # three maps and their noise
     model = build_generator(config)
     out = model(np.random.rand(2, 64, 96, 6).astype("float32"))
@@ -203,6 +203,21 @@ def test_generator_shapes_and_range(upsampling):
     assert plain(np.random.rand(1, 64, 64, 3).astype("float32")).shape == (1, 64, 64, 1)
     with pytest.raises(ValueError, match="multiple"):
         ModelConfig(depth=4, tile=100)
+
+
+def test_sky_model_generator_outputs_map_error_and_packed_sky():
+    config = ModelConfig(depth=4, base_filters=4, tile=64)
+    assert config.output_channels == {"map": slice(0, 1), "error": slice(1, 2), "sky": slice(2, 6)}
+    out = build_generator(config)(np.random.rand(2, 64, 96, 6).astype("float32")).numpy()
+    assert out.shape == (2, 64, 96, 6)  # map, its error scale, a 1″ sky packed 2 × 2 per 2″ pixel
+    assert out[..., 0].min() >= 0 and out[..., 1].min() > 0 and out[..., 2:].min() >= 0
+    # The map is the packed sky drawn through the beam: the same numbers by NumPy.
+    from galaxysr.inference import unpack_sky
+    from galaxysr.model import render_numpy
+
+    sigma = BANDS["scuba2_450"].sigma_pixels(config.sky_pixel_arcsec * u.arcsec)
+    drawn = render_numpy(unpack_sky(out[0, ..., 2:], 2), sigma, 2)
+    np.testing.assert_allclose(SCALING.inverse(out[0, ..., 0]), drawn, rtol=1e-3, atol=1e-4)
 
 
 def test_model_and_losses_round_trip_in_keras_format(tmp_path):

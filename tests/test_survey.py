@@ -5,6 +5,8 @@ import signal
 import threading
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -78,12 +80,17 @@ def test_survey_equals_predict_and_resumes_only_missing_blocks(small_field, clie
     np.testing.assert_array_equal(mosaic.flags, reference.flags)
     assert mosaic.wcs.wcs.compare(reference.wcs.wcs, tolerance=1e-10)
     assert mosaic.meta["GSRHASH"][0] == reference.meta["GSRHASH"][0]
-    # A crash after some blocks: only the missing ones are computed on the rerun.
+    # A rerun of a finished field has nothing to do.
+    same = survey_field(client, folder / "deep_250.fits", tmp_path / "out", model=model, tiles_per_block=2,
+                        progress=False, catalogue=True)
+    assert same["up_to_date"] and same["computed"] == 0
+    # A crash after some blocks (before the mosaic was assembled): only the missing ones are
+    # computed on the rerun.
     blocks = sorted((tmp_path / "out" / "blocks_deep").glob("block_*.npz"))
-    for path in blocks[:2]:
+    for path in [*blocks[:2], Path(first["mosaic"])]:
         path.unlink()
     again = survey_field(client, folder / "deep_250.fits", tmp_path / "out", model=model, tiles_per_block=2,
-                         progress=False, overwrite=True)
+                         progress=False)
     assert again["computed"] == 2 and again["skipped"] == first["blocks"] - 2
     np.testing.assert_allclose(read_map(again["mosaic"]).data, reference.data, rtol=1e-5, atol=1e-6)
 
@@ -96,12 +103,14 @@ def test_catalogue_of_the_blocks_has_no_duplicates_in_the_overlaps(small_field, 
     folder, model = small_field
     first = survey_field(client, folder / "deep_250.fits", tmp_path / "cat", model=model, tiles_per_block=2,
                          progress=False)
-    # The untrained test model's map has no real sources: take its brightest peaks as such.
+    # The untrained test model's map has no real sources: take its brightest peaks as such
+    # (peaks of the map, method "psf": its sky model is an even haze).
     floor = float(np.nanpercentile(read_map(first["mosaic"]).data, 98.5))
     result = survey_field(client, folder / "deep_250.fits", tmp_path / "cat", model=model, tiles_per_block=2,
-                          progress=False, catalogue=True, min_flux_mjy=floor, snr=0.0, overwrite=True)
+                          progress=False, catalogue=True, min_flux_mjy=floor, snr=0.0, overwrite=True,
+                          method="psf")
     merged = Table.read(result["catalogue"])
-    whole = extract_sources(read_map(result["mosaic"]), snr=0.0, min_flux_mjy=floor)
+    whole = extract_sources(read_map(result["mosaic"]), snr=0.0, min_flux_mjy=floor, method="psf")
     assert len(merged) > 10
     assert abs(len(merged) - len(whole)) <= max(2, 0.05 * len(whole))
     xy = np.round(np.c_[merged["x"], merged["y"]], 1)

@@ -265,3 +265,17 @@ def test_adversarial_term_trains_the_discriminator_and_resumes_exactly(tmp_path,
     train(b, progress=False)                                              # resumed, discriminator included
     for x, y in zip(_weights(tmp_path / "a" / "run"), _weights(tmp_path / "b")):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_the_eta_counts_steps_epoch_pauses_and_the_work_after_training():
+    from galaxysr.training import _SteadyRate
+
+    rate = _SteadyRate(steps_per_epoch=10)
+    for _ in range(30):
+        rate.step(0.5)
+    rate.pause(6.0)
+    # 100 steps × 0.5 s + (10 epochs + 10 pauses after) × 6 s = 170 s
+    assert rate.eta(100, 10, after_pauses=10) == "3 min"
+    assert rate.eta(100, 10) == "2 min"
+    assert rate.rate() == pytest.approx(1 / (0.5 + 0.6))
+    assert _SteadyRate(10).eta(100, 10) == ""  # no estimate before the rate settles

@@ -113,7 +113,7 @@ def test_catalogue_columns_units_and_provenance(network, tmp_path):
     assert table.meta["command"] == "galaxysr predict test" and table["flags"].dtype == np.uint8
     table.write(tmp_path / "c.ecsv")
     back = Table.read(tmp_path / "c.ecsv")
-    assert back["flux"].unit == u.mJy and back["x"].description.startswith("column of the PSF fit")
+    assert back["flux"].unit == u.mJy and back["x"].description.startswith("column of the source")
 
 
 def test_priors_file_round_trips_with_columns_and_units(network, tmp_path):

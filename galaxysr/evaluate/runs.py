@@ -17,16 +17,27 @@ from ..catalogue import extract_sources
 from ..instruments import TARGET_BAND
 from ..maps import Field, Map, MapError, read_field, reproject_map
 from ..simulate import SIMULATOR_VERSION, SimulationConfig, SkyPrior, column_mjy, held_out_simulation
+from .injection import InjectionConfig, injection_recovery
 from .metrics import (ERROR_BINS_MJY, EvalConfig, calibrate_errors, error_statistics, inner_region, isolated_bright,
-                      isolated_source_stats, jsonable, match, paired_offsets, robust_std, score)
+                      isolated_source_stats, jsonable, match, paired_offsets, plain_peaks, robust_std, score,
+                      split_sources)
+
+
+#: How each method's catalogue is extracted (:func:`galaxysr.catalogue.extract_sources`
+#: ``method``): the network's default catalogue (PSF fits), and its sky model's components beside it.
+EXTRACTION = {"network": "psf", "network_sky": "sky"}
 
 
 def method_maps(field: Field, network: Map, colour: float) -> dict[str, Map]:
-    """The network output and every baseline, for one field."""
+    """The network output (twice when it has a sky model: catalogued by PSF fits on the map
+    and from the sky model's components) and every baseline, for one field."""
     m250 = field["spire_250"]
     # Sources are found against each map's own sigma-clipped scatter (with a floor), the
     # same way for every method; the network's error map is scored separately.
-    maps = {"network": replace(network, noise=None), "native_250": native_250(m250, colour),
+    maps = {"network": replace(network, noise=None)}
+    if network.sky_model is not None:
+        maps["network_sky"] = maps["network"]
+    maps |= {"native_250": native_250(m250, colour),
             "richardson_lucy": richardson_lucy(m250, network.wcs, network.shape, colour),
             "wiener": wiener(m250, network.wcs, network.shape, colour)}
     if field.truth is not None:
@@ -68,17 +79,25 @@ def evaluation_fields(config: EvalConfig, sky: str = "held_out", progress: bool 
     return folders
 
 
-def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig(), progress: bool = True) -> dict:
+def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig(), progress: bool = True,
+                       injection: InjectionConfig | None = InjectionConfig()) -> dict:
     """Score the network and the baselines on simulated Field folders (with truth.ecsv).
 
-    Returns ``{"methods": {name: scores}, "fields": [...], "config": ...}``; catalogues of
-    all fields are pooled before scoring.
+    Returns ``{"methods": {name: scores}, "plain": {name: scores of the plain reading},
+    "injection": …, "fields": [...], "config": ...}``; catalogues of all fields are pooled
+    before scoring. The plain reading (:func:`plain_peaks`: local maxima as a quick script
+    finds them, peak values as fluxes) is scored beside each method's catalogue, with the
+    number of bright isolated sources it splits (:func:`split_sources`). Injection–recovery
+    (:func:`galaxysr.evaluate.injection.injection_recovery`) runs on the first field unless
+    ``injection`` is None.
     """
     from ..inference import load_artifact, super_resolve_maps
 
     artifact = artifact or load_artifact()
     colour = mean_colour()
     pooled: dict[str, list] = {}
+    plain: dict[str, list] = {}
+    splits: dict[str, list] = {}
     fwhm_stamps: dict[str, list] = {}
     example = None
     truths, errors, repeats = [], [], []
@@ -94,10 +113,16 @@ def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig()
         bright = truth[isolated_bright(truth)]
         bright_at = (SkyCoord(bright["ra"], bright["dec"], unit="deg"), column_mjy(bright, f"flux_{TARGET_BAND}"))
         for name, m in maps.items():
-            cat = extract_sources(m, snr=config.snr, min_flux_mjy=config.min_flux_mjy)
+            cat = extract_sources(m, snr=config.snr, min_flux_mjy=config.min_flux_mjy,
+                                  method=EXTRACTION.get(name, "psf"))
             cat = cat[inner_region(cat, network, config.edge_arcsec)]
             pooled.setdefault(name, []).append((cat, truth))
             fwhm_stamps.setdefault(name, []).append((m, *bright_at))
+            if name != "network_sky":  # the same map as "network": one plain reading
+                peaks = plain_peaks(m)
+                peaks = peaks[inner_region(peaks, network, config.edge_arcsec)]
+                plain.setdefault(name, []).append((peaks, truth))
+                splits.setdefault(name, []).append(split_sources(peaks, truth))
         if artifact.config.uncertainty_head:
             # The catalogue a user gets: detection against the sky's ERROR, flux errors at the source.
             own = extract_sources(network, snr=config.snr, command="evaluation")
@@ -115,7 +140,17 @@ def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig()
         scores["isolated"] = isolated_source_stats(fwhm_stamps[name])
         scores["output_fwhm_arcsec"] = scores["isolated"]["fwhm_arcsec"]
         results[name] = scores
-    out = {"methods": results, "paired_offsets": paired_offsets(results, config.flux_bins_mjy),
+    plain_scores = {}
+    for name, pairs in plain.items():
+        scores = score(vstack([c for c, _ in pairs], metadata_conflicts="silent"),
+                       vstack([t for _, t in pairs], metadata_conflicts="silent"), f"flux_{TARGET_BAND}", config)
+        parts = splits[name]
+        n = sum(p["n_sources"] for p in parts)
+        scores["split"] = {"n_sources": n, "n_split": sum(p["n_split"] for p in parts),
+                           "peaks_per_source": float(np.sum([p["peaks_per_source"] * p["n_sources"] for p in parts
+                                                             if p["n_sources"]]) / n) if n else float("nan")}
+        plain_scores[name] = scores
+    out = {"methods": results, "plain": plain_scores, "paired_offsets": paired_offsets(results, config.flux_bins_mjy),
            "fields": [str(f) for f in folders], "colour_450_250": colour,
            "model": {"name": artifact.name, "sha256": artifact.sha256}, "config": jsonable(asdict(config)),
            "_example": example}
@@ -127,6 +162,8 @@ def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig()
                            / np.asarray(sources["flux_err"])).tolist()}
     if repeats:
         out["uncertainty"]["repeat"] = repeat_statistics(vstack(repeats))
+    if injection is not None and folders:
+        out["injection"] = injection_recovery(artifact, read_field(folders[0]), injection, progress=progress)
     return out
 
 

@@ -14,11 +14,13 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..instruments import Band
 
-__all__ = ["MJY_PER_BEAM", "FLAG_BLENDED", "FLAG_EDGE", "FLAG_FILLED", "FLAG_LOW_COVERAGE", "MapError", "Map",
-           "convert_factor", "parse_bunit", "tan_wcs", "output_grid", "cutout"]
+__all__ = ["MJY_PER_BEAM", "MJY_PER_PIXEL", "FLAG_BLENDED", "FLAG_EDGE", "FLAG_FILLED", "FLAG_LOW_COVERAGE", "MapError",
+           "Map", "convert_factor", "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout"]
 
 #: The unit every pipeline stage works in.
 MJY_PER_BEAM = u.mJy / u.beam
+#: The unit of a sky model: flux density per sky-model pixel, before any beam.
+MJY_PER_PIXEL = u.mJy / u.pix
 
 #: Quality bits, per pixel in ``Map.flags`` / a ``FLAGS`` extension and per source in a
 #: catalogue's ``flags`` column.
@@ -68,6 +70,12 @@ class Map:
     meta : dict
         Provenance as FITS keyword → value or (value, comment) (galaxysr version, model
         hash, input files and their SHA-256), written into the header.
+    sky_model : ndarray or None
+        A super-resolved map's sky model — flux density per sky-model pixel (mJy, before
+        the beam) on a grid ``sky_oversample`` times finer than ``data`` (:attr:`sky_wcs`);
+        the map is this sky drawn through the beam. Written as a ``SKYMODEL`` extension.
+    sky_oversample : int
+        Sky-model pixels per map pixel side.
     """
 
     data: np.ndarray
@@ -79,10 +87,17 @@ class Map:
     fwhm: u.Quantity | None = None
     flags: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    sky_model: np.ndarray | None = None
+    sky_oversample: int = 1
 
     def __post_init__(self):
         if self.data.ndim != 2:
             raise MapError(f"{self.source}: a Map needs a 2-D image, got shape {self.data.shape}")
+        if self.sky_model is not None:
+            expected = tuple(self.sky_oversample * n for n in self.data.shape)
+            if self.sky_model.shape != expected:
+                raise MapError(f"{self.source}: sky model shape {self.sky_model.shape} is not {self.sky_oversample}× "
+                               f"the image shape {self.data.shape}")
         for name in ("noise", "flags"):
             extra = getattr(self, name)
             if extra is not None and extra.shape != self.data.shape:
@@ -105,6 +120,11 @@ class Map:
     def beam_fwhm(self) -> u.Quantity:
         """FWHM of the map's point sources (arcsec): ``fwhm`` if set, else the band's beam."""
         return (self.band.fwhm if self.fwhm is None else self.fwhm).to(u.arcsec)
+
+    @property
+    def sky_wcs(self) -> WCS:
+        """The WCS of :attr:`sky_model`'s grid (``sky_oversample`` times finer than ``wcs``)."""
+        return finer_wcs(self.wcs, self.sky_oversample)
 
     @property
     def valid(self) -> np.ndarray:
@@ -141,6 +161,9 @@ class Map:
             header = self.wcs.to_header(relax=True)
             header["COMMENT"] = "quality bits per pixel; see galaxysr.catalogue FLAG_* for their meaning"
             hdus.append(fits.ImageHDU(np.asarray(self.flags, dtype=np.uint8), header=header, name="FLAGS"))
+        if self.sky_model is not None:
+            hdus.append(fits.ImageHDU(np.asarray(self.sky_model, dtype=np.float32),
+                                      header=sky_model_header(self.sky_wcs, self.sky_oversample), name="SKYMODEL"))
         return fits.HDUList(hdus)
 
     def to_nddata(self):
@@ -170,8 +193,48 @@ class Map:
         header["BMIN"] = (self.beam_fwhm.to_value(u.deg), note)
         header["BPA"] = 0.0
         for key, value in self.meta.items():
-            header[key] = value
+            header[key] = fitted_card(value)
         return header
+
+
+def fitted_card(value):
+    """``value`` or ``(value, comment)`` with the comment shortened to fit one 80-character
+    card (FITS would truncate it with a ``VerifyWarning``); long string values keep their
+    full text (astropy continues them) and drop the comment."""
+    if not isinstance(value, tuple) or len(value) != 2:
+        return value
+    value, comment = value
+    text = repr(value) if not isinstance(value, str) else f"'{value}'"
+    room = 80 - 10 - max(len(text), 20) - 3  # 'KEY     = ' + value + ' / '
+    if isinstance(value, str) and len(value) > 68:
+        return value
+    return (value, comment[:room]) if room > 0 else value
+
+
+def sky_model_header(wcs: WCS, oversample: int) -> fits.Header:
+    """Header of a ``SKYMODEL`` extension on the sky grid ``wcs``."""
+    header = wcs.to_header(relax=True)
+    header["BUNIT"] = (MJY_PER_PIXEL.to_string("fits"), "flux per sky pixel, before the beam")
+    header["SKYOVER"] = (int(oversample), "sky-model pixels per map pixel side")
+    header["COMMENT"] = "the sky model the network drew through the beam to make the primary map"
+    return header
+
+
+def finer_wcs(wcs: WCS, factor: int) -> WCS:
+    """``wcs`` with pixels ``factor`` times smaller on each side, covering the same sky: map
+    pixel i (0-based) spans fine pixels factor·i … factor·i + factor − 1."""
+    if factor == 1:
+        return wcs.deepcopy()
+    fine = wcs.deepcopy()
+    # 0-based coordinate p on the coarse grid is f·p + (f − 1)/2 on the fine one.
+    fine.wcs.crpix = [factor * (c - 1) + (factor - 1) / 2 + 1 for c in wcs.wcs.crpix]
+    if fine.wcs.has_cd():
+        fine.wcs.cd = wcs.wcs.cd / factor
+    else:
+        fine.wcs.cdelt = np.asarray(wcs.wcs.cdelt) / factor
+    if wcs.pixel_shape is not None:
+        fine.pixel_shape = tuple(factor * n for n in wcs.pixel_shape)
+    return fine
 
 
 def convert_factor(from_unit: u.UnitBase, to_unit: u.UnitBase, band: Band) -> float:

@@ -24,7 +24,7 @@ __all__ = ["PROVENANCE_PREFIXES", "read_map", "map_from_hdul", "map_from_parts",
            "sibling_band_path"]
 
 #: Header keywords galaxysr writes for provenance, kept in ``Map.meta`` when read back.
-PROVENANCE_PREFIXES = ("GSR", "IN2", "IN3", "IN5", "SHA", "NSRC", "FILL", "PIXSCALE")
+PROVENANCE_PREFIXES = ("GSR", "IN2", "IN3", "IN5", "SHA", "NSRC", "FILL", "PIXSCALE", "CAL2", "CAL3", "CAL5", "BKG")
 
 # Header keywords that may carry a wavelength or a filter/array name.
 _WAVELENGTH_KEYS = ("WAVELNTH", "WAVELEN", "WAVELN", "WAVELENG", "LAMBDA")
@@ -163,6 +163,11 @@ def map_from_hdul(hdul: fits.HDUList, band: Band | str | None = None, hdu: int |
     if "FLAGS" in hdul and hdul.index_of("FLAGS") != index and hdul["FLAGS"].data is not None \
             and hdul["FLAGS"].data.shape == m.shape:
         m.flags = np.asarray(hdul["FLAGS"].data, np.uint8)
+    if "SKYMODEL" in hdul and hdul.index_of("SKYMODEL") != index and hdul["SKYMODEL"].data is not None:
+        sky = np.asarray(hdul["SKYMODEL"].data, np.float32)
+        factor = int(hdul["SKYMODEL"].header.get("SKYOVER", sky.shape[0] // m.shape[0]))
+        if sky.shape == (factor * m.shape[0], factor * m.shape[1]):
+            m.sky_model, m.sky_oversample = sky, factor
     m.meta.update({key: (merged[key], merged.comments[key]) for key in merged
                    if key.startswith(PROVENANCE_PREFIXES)})
     return m
