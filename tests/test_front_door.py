@@ -158,3 +158,12 @@ def test_tensorflow_chatter_is_recognised_in_both_timestamp_forms_and_nothing_el
     assert not is_noise("E0000 00:00:1796229993.254048    1847 some_op.cc:52] out of memory allocating tensor")
     assert not is_noise("Traceback (most recent call last):")
     assert not is_noise("galaxysr: warning: spire_250.fits: 12 NaN pixels filled")
+
+
+def test_survey_leaves_stderr_empty(tiny_model, field_files, tmp_path):
+    folder, _ = field_files
+    out = subprocess.run([sys.executable, "-c", "import sys; from galaxysr.cli import main; sys.exit(main())", "survey", str(folder / "cosmos_250.fits"), "--out",
+                          str(tmp_path / "survey"), "--model", str(tiny_model), "--workers", "1", "--no-progress"],
+                         capture_output=True, text=True, env=_clean_env(), cwd=tmp_path)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert (tmp_path / "survey" / "cosmos_450.fits").exists()
