@@ -39,9 +39,12 @@ def write_fits(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """An untrained small sky-model network, exported as a ModelArtifact folder."""
+    import keras
+
     from galaxysr.model import ModelConfig, build_generator
     from galaxysr.training import TrainConfig, export_artifact
 
+    keras.utils.set_random_seed(0)  # an untrained network's map depends on its draw: fix it
     config = TrainConfig(model=ModelConfig(tile=64, depth=4, base_filters=4))
     return export_artifact(build_generator(config.model), config, tmp_path_factory.mktemp("art") / "model")
 

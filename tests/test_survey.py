@@ -7,6 +7,7 @@ import time
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -48,6 +49,9 @@ def small_field(tmp_path_factory):
             data[np.random.default_rng(1).random(data.shape) < 0.02] = np.nan
             m = type(m)(**{**m.__dict__, "data": data})
         write_map(m, folder / f"deep_{band[-3:]}.fits")
+    # An untrained network's peaks depend on its weights (10 to 108 above the 98.5th percentile
+    # over eight draws): fix the draw so the catalogue tests see the same map everywhere.
+    keras.utils.set_random_seed(0)
     config = TrainConfig(model=ModelConfig(tile=64, depth=4, base_filters=4))
     model = export_artifact(build_generator(config.model), config, folder / "model")
     return folder, model
