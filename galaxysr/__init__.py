@@ -13,7 +13,7 @@ Data flow (one way): instruments → maps → sky/simulate → datasets → mode
 Names are imported on first use, so ``import galaxysr`` does not import TensorFlow.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 #: Public name → the module that defines it.
 _API = {

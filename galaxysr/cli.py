@@ -76,11 +76,12 @@ def _mock_real(args) -> int:
     return 0
 
 
-def _train(args) -> int:
+def _train_config(args):
+    """The TrainConfig that ``galaxysr train`` options describe."""
     from .datasets import DataConfig
     from .config import LossConfig
     from .model import ModelConfig
-    from .training import CALIBRATION_PAUSES, TrainConfig, train
+    from .training import TrainConfig
 
     model = ModelConfig(input_bands=tuple(args.bands), tile=args.tile, depth=args.depth,
                         base_filters=args.base_filters, pixel_arcsec=args.pixel, upsampling=args.upsampling,
@@ -95,11 +96,34 @@ def _train(args) -> int:
     config = TrainConfig(model=model, loss=loss, data=data, epochs=args.epochs,
                          steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                          sim_per_real=args.sim_per_real, learning_rate=args.lr, seed=args.seed,
+                         warmup_steps=args.warmup_steps, clip_global_norm=(args.clip_norm or None),
+                         deterministic=args.deterministic,
                          out_dir=args.out, strategy=args.strategy, init_from=args.init_from)
+    return config
+
+
+def _print_health(meta: dict, seed: int | None = None) -> None:
+    """The health check's verdict: one line when healthy, a warning on stderr when not."""
+    from .evaluate.health import health_lines
+
+    if "health" not in meta:
+        return
+    lines = health_lines(meta["health"], seed)
+    print("\n".join(lines), file=sys.stdout if meta["health"]["ok"] else sys.stderr)
+
+
+def _train(args) -> int:
+    from .training import CALIBRATION_PAUSES, train
+
+    config = _train_config(args)
     summary = train(config, max_steps=args.max_steps, progress=not args.no_progress,
                     after_pauses=0.0 if args.no_calibration else CALIBRATION_PAUSES)
     if "artifact" in summary:
         print(f"trained {summary['final_step']} steps; model written to {summary['artifact']}")
+        spikes = [x for x in summary.get("spikes", []) if x["kind"] != "valid"]
+        print(f"loss spikes (a step over 3× the running median): {len(spikes) or 'none'}"
+              + (f", largest {max(x['ratio'] for x in spikes):.1f}× at step "
+                 f"{max(spikes, key=lambda x: x['ratio'])['step']}" if spikes else ""))
         use = (f"use it: python predict.py SPIRE_250.fits OUT.fits --model {summary['artifact']}   "
                f"(or galaxysr evaluate --model {summary['artifact']})")
         if summary.get("chief", True) and not args.no_calibration:
@@ -123,6 +147,7 @@ def _train(args) -> int:
                 errors = meta["error_calibration"]
                 print(f"error map calibrated on {errors['n_sources']} matched sources: factors "
                       + ", ".join(f"{f:.2f} at {s:.0f} mJy" for s, f in zip(errors["flux_mjy"], errors["factor"])))
+            _print_health(meta, config.seed)
         print(use)
     else:
         print(f"stopped at step {summary['final_step']} of {config.total_steps}; rerun the same command "
@@ -148,7 +173,14 @@ def _add_train(sub, light: bool = False) -> None:
     p.add_argument("--epochs", type=int, default=t.epochs, help="epochs to train")
     p.add_argument("--steps-per-epoch", type=int, default=t.steps_per_epoch, help="steps per epoch")
     p.add_argument("--batch-size", type=int, default=t.batch_size, help="global batch size")
-    p.add_argument("--lr", type=float, default=t.learning_rate, help="initial Adam learning rate (cosine decay)")
+    p.add_argument("--lr", type=float, default=t.learning_rate, help="peak Adam learning rate (cosine decay)")
+    p.add_argument("--warmup-steps", type=int, default=t.warmup_steps,
+                   help="steps of linear learning-rate warm-up before the cosine decay (0: none)")
+    p.add_argument("--clip-norm", type=float, default=t.clip_global_norm,
+                   help="clip gradients to this global norm (0: no clipping)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic TF kernels (tf.config.experimental.enable_op_determinism): the same "
+                        "weights from the same seed on the same machine; see docs/training.md")
     p.add_argument("--sim-per-real", type=int, default=t.sim_per_real,
                    help="simulated steps per real step (0: simulated data only)")
     p.add_argument("--real-dir", action="append", default=None,
@@ -363,6 +395,7 @@ def _calibrate(args) -> int:
         errors = meta["error_calibration"]
         print("error map factors: " + ", ".join(f"{f:.2f} at {s:.0f} mJy"
                                                  for s, f in zip(errors["flux_mjy"], errors["factor"])))
+    _print_health(meta, artifact.meta["train"].get("seed"))
     return 0
 
 

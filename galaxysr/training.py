@@ -26,7 +26,7 @@ from .config import RUN_DIR, LossConfig, refuse_unknown_keys
 from .datasets import DataConfig, TileStream, load_pairs
 from .model import ModelConfig
 
-__all__ = ["ARTIFACT_FILES", "TrainConfig", "make_strategy", "write_config", "Trainer", "export_saved_model",
+__all__ = ["ARTIFACT_FILES", "TrainConfig", "learning_rate_schedule", "SpikeWatch", "make_strategy", "write_config", "Trainer", "export_saved_model",
            "export_artifact", "train"]
 
 ARTIFACT_FILES = ("saved_model", "model.keras", "config.json", "metrics.json")
@@ -47,6 +47,17 @@ class TrainConfig:
         0 = simulated data only).
     learning_rate, final_lr_fraction, beta_1 : float
         Adam with cosine decay from ``learning_rate`` to ``final_lr_fraction`` of it.
+    warmup_steps : int
+        Steps of linear learning-rate warm-up from 0 to ``learning_rate`` before the cosine
+        decay (0: none, as before 0.4). The default, 600, is the first 5 % of the default run.
+    clip_global_norm : float or None
+        Gradients are scaled down to this global norm when larger (Keras' ``global_clipnorm``;
+        None: no clipping, as before 0.4). The default, 1.0, is ≈ 2.5× the median norm of the
+        default run's steps (it clips ≈ 5 % of simulated and ≈ 15 % of real steps early on, and
+        the 3–12× outliers). See docs/training.md, "Robust training".
+    deterministic : bool
+        ``tf.config.experimental.enable_op_determinism()`` for the run: the same weights from
+        the same seed on the same machine even where TF would pick a non-deterministic kernel.
     seed : int
         Seeds weights, dropout and the data streams.
     out_dir : str
@@ -70,6 +81,9 @@ class TrainConfig:
     learning_rate: float = 1e-3
     final_lr_fraction: float = 0.05
     beta_1: float = 0.5
+    warmup_steps: int = 600
+    clip_global_norm: float | None = 1.0
+    deterministic: bool = False
     seed: int = 0
     out_dir: str = RUN_DIR
     strategy: str = "mirrored"
@@ -86,6 +100,8 @@ class TrainConfig:
         data["loss"] = LossConfig.from_dict(data["loss"])
         data["data"] = DataConfig.from_dict(data["data"])
         refuse_unknown_keys(cls, data, "training setting(s)")
+        # Runs before 0.4 had no warm-up, clipping or determinism switch.
+        data = {"warmup_steps": 0, "clip_global_norm": None, "deterministic": False, **data}
         return cls(**data)
 
     @property
@@ -143,7 +159,8 @@ def _is_chief(strategy) -> bool:
 
 #: Command-line flags of TrainConfig fields, for messages.
 _FLAGS = {"epochs": "--epochs", "learning_rate": "--lr", "batch_size": "--batch-size", "seed": "--seed",
-          "sim_per_real": "--sim-per-real", "steps_per_epoch": "--steps-per-epoch"}
+          "sim_per_real": "--sim-per-real", "steps_per_epoch": "--steps-per-epoch",
+          "warmup_steps": "--warmup-steps", "clip_global_norm": "--clip-norm"}
 
 
 def _task_id(strategy) -> int:
@@ -165,12 +182,68 @@ def _check_resume(config: TrainConfig, out: Path) -> None:
             raise ValueError(f"{out}: holds a run with {name}={getattr(previous, name)}, not "
                              f"{getattr(config, name)}; resuming would change its data stream — use "
                              "the same value or a new --out folder")
-    for name in ("epochs", "learning_rate", "final_lr_fraction", "beta_1"):
+    for name in ("epochs", "learning_rate", "final_lr_fraction", "beta_1", "warmup_steps", "clip_global_norm"):
         if getattr(previous, name) != getattr(config, name):
             raise ValueError(f"{out}: holds a run with {name}={getattr(previous, name)}, not "
                              f"{getattr(config, name)}; the learning-rate schedule is fixed by them, so "
                              "resuming with another value would not be the run it started as — use "
                              f"{_FLAGS.get(name, name)} {getattr(previous, name)} again, or a new --out folder")
+
+
+def learning_rate_schedule(config: TrainConfig):
+    """Adam's learning rate per step: a linear warm-up over ``warmup_steps`` from 0 to
+    ``learning_rate``, then a cosine decay to ``final_lr_fraction`` of it at the last step
+    (Keras' ``CosineDecay`` does both)."""
+    import keras
+
+    warmup = min(max(int(config.warmup_steps), 0), max(config.total_steps - 1, 0))
+    decay = max(config.total_steps - warmup, 1)
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=decay,
+                                                      alpha=config.final_lr_fraction)
+    return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=decay, alpha=config.final_lr_fraction,
+                                                  warmup_target=config.learning_rate, warmup_steps=warmup)
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that is running, as a user would type it again: ``python train.py
+    --epochs 200`` or ``galaxysr train …`` (no machine paths)."""
+    import shlex
+    import sys
+
+    argv = list(sys.argv if argv is None else argv)
+    program = Path(argv[0]).name if argv else "python"
+    head = ["python", program] if program.endswith(".py") else [program]
+    return shlex.join(head + argv[1:])
+
+
+def git_commit(folder: str | os.PathLike | None = None) -> str | None:
+    """The git commit of the galaxysr source that is running (``+dirty`` when tracked files
+    differ from it), or None outside a git checkout (an installed wheel)."""
+    import subprocess
+
+    folder = Path(folder or Path(__file__).resolve().parent)
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty else head
+
+
+def provenance(config: TrainConfig) -> dict:
+    """What made a model: galaxysr version, the command, the seed and the git commit."""
+    return {"galaxysr_version": __version__, "command": command_line(), "seed": config.seed,
+            "git_commit": git_commit()}
+
+
+def portable(config: TrainConfig) -> TrainConfig:
+    """``config`` with no path of this machine in it: an absolute ``out_dir`` becomes its
+    folder name (a model folder is copied elsewhere; where it was trained is no setting)."""
+    out = Path(config.out_dir)
+    return replace(config, out_dir=out.name) if out.is_absolute() else config
 
 
 def write_config(config: TrainConfig, path: Path, extra: dict | None = None) -> None:
@@ -186,6 +259,9 @@ class Trainer:
         import tensorflow as tf
 
         self.config, self.progress = config, progress
+        if config.deterministic:
+            # Process-wide: every op from here on picks a deterministic kernel (or raises).
+            tf.config.experimental.enable_op_determinism()
         # Work after the last step (the calibration train.py runs), in units of one
         # end-of-epoch pause (validation + checkpoint), so the ETA covers the whole run.
         self.after_pauses = float(after_pauses)
@@ -211,9 +287,8 @@ class Trainer:
             from .model import build_generator
 
             self.model = build_generator(config.model)
-            schedule = keras.optimizers.schedules.CosineDecay(
-                config.learning_rate, decay_steps=max(config.total_steps, 1), alpha=config.final_lr_fraction)
-            self.optimizer = keras.optimizers.Adam(schedule, beta_1=config.beta_1)
+            self.optimizer = keras.optimizers.Adam(learning_rate_schedule(config), beta_1=config.beta_1,
+                                                   global_clipnorm=config.clip_global_norm)
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.discriminator = self.d_optimizer = None
@@ -292,12 +367,16 @@ class Trainer:
                     d_loss = tf.nn.compute_average_loss(terms["discriminator"], global_batch_size=batch)
                 loss = tf.nn.compute_average_loss(total, global_batch_size=batch)
             grads = tape.gradient(loss, model.trainable_variables)
+            # The norm before clipping (the optimizer clips to ``clip_global_norm``), averaged
+            # over replicas by the SUM reduction below: what a loss spike does to the weights.
+            grad_norm = tf.linalg.global_norm(grads) / self.strategy.num_replicas_in_sync
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             if disc is not None:
                 d_grads = d_tape.gradient(d_loss, disc.trainable_variables)
                 d_optimizer.apply_gradients(zip(d_grads, disc.trainable_variables))
             logs = {k: tf.nn.compute_average_loss(v, global_batch_size=batch) for k, v in terms.items()}
             logs["total"] = loss
+            logs["grad_norm"] = grad_norm
             return logs
 
         @tf.function
@@ -340,17 +419,22 @@ class Trainer:
         iterators = {"sim": self._distributed(self.sim_stream, n_sim * config.batch_size)}
         if self.real_stream is not None:
             iterators["real"] = self._distributed(self.real_stream, n_real * config.batch_size)
+        # No ETA on the bar: the epoch lines carry the steady-rate one (tqdm's own jumps with
+        # every end-of-epoch pause).
         bar = tqdm(total=config.total_steps, initial=start, unit="step", disable=not self.progress,
-                   desc=f"training ({self.strategy.num_replicas_in_sync} replica(s))", dynamic_ncols=True)
+                   desc=f"training ({self.strategy.num_replicas_in_sync} replica(s))", dynamic_ncols=True,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
         history, sums, counts = [], {}, {}
         started = time.perf_counter()
         rate = _SteadyRate(config.steps_per_epoch)
+        watch = SpikeWatch()
         done = {k: 0 for k in iterators}  # steps of each kind this session (counts resets each epoch)
         for step in range(start, stop):
             kind = "real" if config.is_real_step(step) else "sim"
             step_started = time.perf_counter()
             logs = {k: float(v) for k, v in self._step_fns[kind](iterators[kind]).items()}
             self.step.assign_add(1)
+            watch.step(step + 1, kind, logs["total"], logs.get("grad_norm", float("nan")))
             counts[kind] = counts.get(kind, 0) + 1
             done[kind] += 1
 
@@ -370,10 +454,12 @@ class Trainer:
             if end_of_epoch or step + 1 == stop:
                 started_pause = time.perf_counter()
                 valid = self.validate()
+                watch.validation(step + 1, valid["total"])
                 # Training losses are means over the steps of this epoch (of this session).
                 means = {kind: {k: v / counts[kind] for k, v in d.items()} for kind, d in sums.items()}
                 history.append({"step": step + 1, **{f"valid_{k}": v for k, v in valid.items()},
-                                **{f"{kind}_{k}": v for kind, d in means.items() for k, v in d.items()}})
+                                **{f"{kind}_{k}": v for kind, d in means.items() for k, v in d.items()},
+                                "spikes": len(watch.epoch)})
                 sums, counts = {}, {}
                 with self.writer.as_default(step=step):
                     for k, v in valid.items():
@@ -391,11 +477,14 @@ class Trainer:
                 self._say(f"epoch {(step + 1 + config.steps_per_epoch - 1) // config.steps_per_epoch}/{config.epochs} "
                           f"step {step + 1}: loss {losses}  valid {valid['total']:.4f}  |  {rate.rate():.2f} steps/s"
                           f"{f', ETA {eta}' if eta else ''}  |  checkpoint {saved}", bar)
+                for line in watch.report(config.clip_global_norm):
+                    self._say(line, bar)
         bar.close()
         self.writer.flush()
         elapsed = time.perf_counter() - started
         return {"history": history, "seconds": elapsed, "steps": stop - start,
-                "pause_seconds": float(np.mean(rate.pauses)) if rate.pauses else float("nan")}
+                "pause_seconds": float(np.mean(rate.pauses)) if rate.pauses else float("nan"),
+                "spikes": watch.all}
 
     def _initialise_from(self, folder: str) -> None:
         """Start from the weights of the model in ``folder`` (a train.py model folder)."""
@@ -460,6 +549,63 @@ _WARMUP_STEPS = 3
 CALIBRATION_PAUSES = 60.0
 
 
+class SpikeWatch:
+    """Loss spikes, said out loud: a training step whose total loss is over ``factor`` × the
+    running median of the last ``window`` steps of its kind (simulated or real), or an
+    epoch's validation loss over ``factor`` × the median of the earlier epochs'.
+
+    The loop does not skip such steps: their gradients are clipped (``clip_global_norm``),
+    and whether the run recovered shows in the next epochs' losses, which the report says.
+    """
+
+    def __init__(self, factor: float = 3.0, window: int = 100, min_history: int = 20):
+        from collections import deque
+
+        self.factor, self.min_history = float(factor), int(min_history)
+        self.history = {"sim": deque(maxlen=window), "real": deque(maxlen=window)}
+        self.valid: list[float] = []
+        self.epoch: list[dict] = []   # spikes since the last report
+        self.all: list[dict] = []     # every spike of the run (this session)
+
+    def _spike(self, record: dict) -> None:
+        self.epoch.append(record)
+        self.all.append(record)
+
+    def step(self, number: int, kind: str, loss: float, grad_norm: float) -> None:
+        past = self.history[kind]
+        if len(past) >= self.min_history:
+            median = float(np.median(past))
+            if not np.isfinite(loss) or (median > 0 and loss > self.factor * median):
+                self._spike({"step": number, "kind": kind, "loss": loss, "ratio": loss / median,
+                             "grad_norm": grad_norm})
+        if np.isfinite(loss):
+            past.append(loss)
+
+    def validation(self, number: int, loss: float) -> None:
+        if len(self.valid) >= 3:
+            median = float(np.median(self.valid))
+            if not np.isfinite(loss) or (median > 0 and loss > self.factor * median):
+                self._spike({"step": number, "kind": "valid", "loss": loss, "ratio": loss / median})
+        if np.isfinite(loss):
+            self.valid.append(loss)
+
+    def report(self, clip: float | None) -> list[str]:
+        """Lines about the spikes since the last report (none: no lines)."""
+        lines = []
+        for s in self.epoch:
+            if s["kind"] == "valid":
+                lines.append(f"  note: validation loss {s['loss']:.4g} at step {s['step']} is {s['ratio']:.1f}× "
+                             "the median of the earlier epochs (inference-mode BatchNorm statistics lag the "
+                             "weights); training goes on")
+                continue
+            clipped = (f"its gradient (norm {s['grad_norm']:.3g}) was clipped to {clip:g}"
+                       if clip and s["grad_norm"] > clip else f"gradient norm {s['grad_norm']:.3g}, not clipped")
+            lines.append(f"  note: loss spike at step {s['step']} ({s['kind']}): {s['loss']:.4g} is "
+                         f"{s['ratio']:.1f}× the running median; {clipped}; training goes on")
+        self.epoch = []
+        return lines
+
+
 class _SteadyRate:
     """Time per training step over the last steps (not since start-up, which is slow:
     tracing, the first epoch's caches) and per end-of-epoch pause (validation, summaries,
@@ -516,16 +662,16 @@ def export_saved_model(model, path: str | os.PathLike) -> None:
 
 def export_artifact(model, config: TrainConfig, folder: str | os.PathLike, metrics: dict | None = None) -> Path:
     """Write a ModelArtifact: ``saved_model/`` (loads without galaxysr), ``model.keras``,
-    ``config.json`` (the full TrainConfig, flux scaling, bands, pixel scale) and
-    ``metrics.json``."""
+    ``config.json`` (the full TrainConfig with no machine path, its provenance — version,
+    command, seed, git commit —, flux scaling, bands, pixel scale) and ``metrics.json``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     export_saved_model(model, folder / "saved_model")
     with warnings.catch_warnings():  # Keras' own np.array(variable): numpy 2's copy notice, nothing to act on
         warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
         model.save(folder / "model.keras")
-    write_config(config, folder / "config.json",
-                 {"normalisation": asdict(config.model.scaling),
+    write_config(portable(config), folder / "config.json",
+                 {"provenance": provenance(config), "normalisation": asdict(config.model.scaling),
                   "bands": {"inputs": list(config.model.input_bands), "target": config.model.target_band},
                   "pixel_arcsec": config.model.pixel_arcsec})
     (folder / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
@@ -548,5 +694,6 @@ def train(config: TrainConfig, max_steps: int | None = None, progress: bool = Tr
     summary["chief"] = trainer.chief
     if summary["final_step"] >= config.total_steps:
         final = summary["history"][-1] if summary["history"] else {}
-        summary["artifact"] = str(trainer.export({"validation": final, "train_seconds": summary["seconds"]}))
+        summary["artifact"] = str(trainer.export({"validation": final, "train_seconds": summary["seconds"],
+                                                  "loss_spikes": summary["spikes"]}))
     return summary

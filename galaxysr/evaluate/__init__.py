@@ -9,9 +9,11 @@ catalogue extracted from the SCUBA-2 450 µm map itself.
 
 ``metrics``: scoring (pure functions of catalogues and maps; per-bin results as astropy
 tables with units). ``runs``: the evaluation fields and runs, and the calibrations of a
-trained model (beam, errors). ``report``: Markdown tables, figures and metrics.json.
+trained model (beam, errors). ``health``: the check after training that a run
+landed in the good mode. ``report``: Markdown tables, figures and metrics.json.
 """
 
+from .health import HEALTH_BOUNDS, HealthBounds, catalogue_health, health_lines, health_verdict, record_health
 from .metrics import (ERROR_BINS_MJY, TARGETS, EvalConfig, binned_fraction, binned_table, calibrate_errors,
                       error_statistics, inner_region, isolated_bright, isolated_source_stats, jsonable, match,
                       paired_offsets, robust_std, score)
@@ -21,7 +23,8 @@ from .runs import (SKIES, calibrate_artifact, colour_response, evaluate_real, ev
                    matched_sources, measure_effective_beam, method_maps, repeat_statistics, sky_simulation,
                    source_errors)
 
-__all__ = ["ERROR_BINS_MJY", "TARGETS", "EvalConfig", "binned_fraction", "binned_table", "calibrate_errors",
+__all__ = ["HEALTH_BOUNDS", "HealthBounds", "catalogue_health", "health_lines", "health_verdict", "record_health",
+           "ERROR_BINS_MJY", "TARGETS", "EvalConfig", "binned_fraction", "binned_table", "calibrate_errors",
            "error_statistics", "inner_region", "isolated_bright", "isolated_source_stats", "jsonable", "match",
            "paired_offsets", "robust_std", "score", "NOT_BASELINES", "SKY_TITLES", "baseline_comparison",
            "paired_offset_table", "passes", "per_bin_table", "sky_comparison_table", "summary_table",
