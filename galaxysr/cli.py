@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         # and here the flag that applies it.
         message = str(error)
         if "allow overwriting" in message and hasattr(args, "overwrite"):
-            message += " (--overwrite)"
+            message = message.replace(" (overwrite=True)", "") + " (--overwrite)"
         print(f"galaxysr {args.command}: error: {message}", file=sys.stderr)
         return 2
 

@@ -68,16 +68,16 @@ _lock = threading.Lock()
 
 
 @contextmanager
-def quiet_native_output():
+def quiet_native_output(force: bool = False):
     """Run the block with native writes to standard error filtered (see module docstring);
-    nested uses share one filter. Does nothing when :func:`verbose`, or when standard error
-    has no file descriptor (some notebooks)."""
+    nested uses share one filter. Does nothing when :func:`verbose` (unless ``force``: the
+    test suite's start-up), or when standard error has no file descriptor (some notebooks)."""
     global _depth
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):
         fd = None
-    if verbose() or fd != 2:
+    if (verbose() and not force) or fd != 2:
         yield
         return
     with _lock:

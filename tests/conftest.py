@@ -65,12 +65,17 @@ def field_files(tmp_path_factory):
 
 def pytest_configure(config):
     # Two logical CPU devices, so MirroredStrategy tests can run two replicas on one CPU.
-    # Must happen before TensorFlow initialises its devices.
-    import tensorflow as tf
+    # Must happen before TensorFlow initialises its devices. TensorFlow's C++ start-up lines
+    # (absl, CPU instructions, a failed cuInit on machines without a GPU) are filtered, as the
+    # command line tools filter them; anything else on standard error passes.
+    from galaxysr.console import quiet_native_output
 
-    cpus = tf.config.list_physical_devices("CPU")
-    try:
-        tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-    except RuntimeError:
-        pass
+    with quiet_native_output(force=True):
+        import tensorflow as tf
+
+        cpus = tf.config.list_physical_devices("CPU")
+        try:
+            tf.config.set_logical_device_configuration(
+                cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+        except RuntimeError:
+            pass

@@ -126,3 +126,31 @@ def test_the_documented_python_example_runs(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "wrote" in run.stdout and (tmp_path / "field_450.fits").exists() and (tmp_path / "field_450.ecsv").exists()
+
+
+def test_a_super_resolved_map_cuts_out_with_every_plane(tiny_model, field_files):
+    from astropy.coordinates import SkyCoord
+    from astropy.nddata import Cutout2D
+
+    from galaxysr.maps import FLAG_EDGE, cutout
+
+    folder, _ = field_files
+    out = galaxysr.super_resolve(str(folder / "cosmos_250.fits"), model=tiny_model)
+    assert out.flags is not None and out.sky_model is not None
+    f = out.sky_oversample
+    # A cut-out hanging over the map's lower-left corner: on-map pixels of every plane are
+    # copied exactly, off-map ones are NaN and flagged, and the sky model stays aligned.
+    corner = SkyCoord(*out.wcs.pixel_to_world_values(3, 4), unit="deg")
+    cut = cutout(out, corner, (20, 16))
+    where = Cutout2D(out.data, corner, (20, 16), wcs=out.wcs, mode="partial")
+    (ys, xs), (yo, xo) = where.slices_cutout, where.slices_original
+    assert cut.shape == (20, 16) and cut.sky_model.shape == (20 * f, 16 * f)
+    assert ys.start > 0 and xs.start > 0 and yo.start == xo.start == 0     # it does hang over
+    on = np.isfinite(cut.data)
+    assert on.sum() == (ys.stop - ys.start) * (xs.stop - xs.start)
+    for plane in ("data", "noise", "flags"):
+        np.testing.assert_array_equal(getattr(cut, plane)[ys, xs], getattr(out, plane)[yo, xo])
+    assert np.all(cut.flags[~on] & FLAG_EDGE)
+    np.testing.assert_array_equal(cut.sky_model[f * ys.start:, f * xs.start:],
+                                  out.sky_model[:f * yo.stop, :f * xo.stop])
+    assert np.isnan(cut.sky_model[:f * ys.start]).all()

@@ -279,3 +279,89 @@ def test_the_eta_counts_steps_epoch_pauses_and_the_work_after_training():
     assert rate.eta(100, 10) == "2 min"
     assert rate.rate() == pytest.approx(1 / (0.5 + 0.6))
     assert _SteadyRate(10).eta(100, 10) == ""  # no estimate before the rate settles
+
+
+def test_same_seed_on_the_same_machine_gives_identical_weights(tmp_path, sim_dir, mock_real):
+    # Warm-up, clipping and the real phase included: two runs of one command, bit for bit.
+    a = tiny_config(tmp_path / "a", sim_dir, real=[mock_real], epochs=2, steps_per_epoch=5, warmup_steps=600)
+    b = replace(a, out_dir=str(tmp_path / "b"))
+    train(a, progress=False)
+    train(b, progress=False)
+    for wa, wb in zip(_weights(a.out_dir), _weights(b.out_dir)):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_learning_rate_warms_up_then_decays():
+    from galaxysr.training import learning_rate_schedule
+
+    config = TrainConfig(epochs=200, steps_per_epoch=60, learning_rate=1e-3, final_lr_fraction=0.05)
+    lr = learning_rate_schedule(config)
+    assert float(lr(0)) == pytest.approx(0.0, abs=1e-12)
+    assert float(lr(300)) == pytest.approx(0.5e-3, rel=1e-4)         # half-way up the warm-up
+    assert float(lr(600)) == pytest.approx(1e-3, rel=1e-4)           # the peak
+    assert float(lr(12_000)) == pytest.approx(0.05e-3, rel=1e-3)     # the end of the cosine
+    assert 0.05e-3 < float(lr(6_300)) < 1e-3
+    # A short run warms up over at most 5 % of its steps; 0 is the old schedule.
+    short = learning_rate_schedule(replace(config, epochs=2, steps_per_epoch=40))
+    assert float(short(4)) == pytest.approx(1e-3, rel=1e-4)
+    none = learning_rate_schedule(replace(config, warmup_steps=0))
+    assert float(none(0)) == pytest.approx(1e-3)
+
+
+def test_gradients_are_clipped_to_the_configured_global_norm(tmp_path, sim_dir):
+    config = tiny_config(tmp_path, sim_dir, epochs=1, steps_per_epoch=2, clip_global_norm=0.5)
+    trainer = Trainer(config, progress=False)
+    assert trainer.optimizer.global_clipnorm == 0.5
+    history = trainer.run()["history"]
+    assert history[-1]["sim_grad_norm"] > 0     # the norm before clipping is logged
+
+
+def test_loss_spikes_are_reported_and_ordinary_noise_is_not():
+    from galaxysr.training import SpikeWatch
+
+    rng = np.random.default_rng(0)
+    watch = SpikeWatch()
+    for step in range(1, 201):
+        watch.step(step, "sim", 0.3 * (1 + 0.2 * rng.standard_normal()), 0.4)
+    assert watch.report(1.0) == []
+    watch.step(201, "sim", 7.56, 12.0)           # the newcomer's epoch-13 spike
+    for epoch, loss in enumerate((0.24, 0.22, 0.21, 6162.7), start=1):
+        watch.validation(60 * epoch, loss)
+    lines = watch.report(1.0)
+    assert len(lines) == 2 and "step 201" in lines[0] and "clipped to 1" in lines[0]
+    assert "validation loss" in lines[1]
+    assert [s["kind"] for s in watch.all] == ["sim", "valid"]
+
+
+def test_runs_before_0_4_load_without_warm_up_or_clipping():
+    data = TrainConfig().to_dict()
+    for key in ("warmup_steps", "clip_global_norm", "deterministic"):
+        data.pop(key)
+    old = TrainConfig.from_dict(data)
+    assert (old.warmup_steps, old.clip_global_norm, old.deterministic) == (0, None, False)
+
+
+def test_artifact_records_its_provenance_and_no_machine_path(tmp_path, sim_dir):
+    import galaxysr
+
+    config = tiny_config(tmp_path, sim_dir, epochs=1, steps_per_epoch=1)
+    artifact = Path(train(config, progress=False)["artifact"])
+    saved = json.loads((artifact / "config.json").read_text())
+    assert Path(config.out_dir).is_absolute() and saved["train"]["out_dir"] == "run"
+    assert saved["provenance"]["galaxysr_version"] == galaxysr.__version__
+    assert saved["provenance"]["seed"] == config.seed
+    assert saved["provenance"]["command"].split()[0] in ("python", "pytest")
+
+
+def test_deterministic_flag_trains_with_op_determinism(tmp_path, sim_dir):
+    # enable_op_determinism is process-wide: run it in a child process.
+    code = ("import sys, json; from galaxysr.cli import main; sys.exit(main(['train', '--epochs', '1', "
+            "'--steps-per-epoch', '2', '--tile', '32', '--depth', '3', '--base-filters', '4', '--batch-size', '2', "
+            f"'--sim-dir', {sim_dir!r}, '--n-sim-fields', '2', '--sim-area', '0.01', '--sim-per-real', '0', "
+            f"'--no-randomise', '--strategy', 'default', '--no-calibration', '--no-progress', '--deterministic', "
+            f"'--out', {str(tmp_path / 'det')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = json.loads((tmp_path / "det" / "model" / "config.json").read_text())
+    assert saved["train"]["deterministic"] is True

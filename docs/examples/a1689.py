@@ -2,7 +2,7 @@
 Archive (level-2, extended-source calibrated MJy/sr maps with the Planck zero level added;
 shipped in ``galaxysr/data/real/A1689_1342201247``), super-resolved with the shipped model.
 
-    python docs/examples/a1689.py [OUT.png]
+    python docs/examples/a1689.py [OUT.png]      # default: a1689.png in the current folder
 
 Writes a figure of the three SPIRE inputs (as the network sees them: point-source mJy/beam,
 background removed), the 450 µm output with its catalogue overlaid, and prints what was
@@ -29,7 +29,7 @@ def archive_file(band: str) -> str:
     return str(next(p for p in FOLDER.iterdir() if f"hspire{TAGS[band]}" in p.name))
 
 
-def main(out: str = "docs/examples/a1689.png") -> None:
+def main(out: str = "a1689.png") -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

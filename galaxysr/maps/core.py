@@ -301,12 +301,22 @@ def output_grid(m: Map, pixel: u.Quantity, multiple: int = 1):
 
 
 def cutout(m: Map, position: SkyCoord, size: u.Quantity | tuple[int, int]) -> Map:
-    """A cut-out of ``m`` centred on ``position``; parts off the map are NaN."""
+    """A cut-out of ``m`` centred on ``position``: every per-pixel plane (data, noise,
+    flags, and the sky model on its finer grid, pixel for pixel aligned with the image).
+    Parts off the map are NaN, and flagged ``FLAG_EDGE`` in ``flags``."""
     cut = Cutout2D(m.data, position, size, wcs=m.wcs, mode="partial", fill_value=np.nan, copy=True)
-    noise = None
-    if m.noise is not None:
-        noise = Cutout2D(m.noise, position, size, wcs=m.wcs, mode="partial",
-                         fill_value=np.nan, copy=True).data
-    return replace(m, data=cut.data, wcs=cut.wcs, noise=noise)
+
+    def same_cut(plane: np.ndarray | None, fill, factor: int = 1) -> np.ndarray | None:
+        # The overlap Cutout2D found, scaled to the plane's grid (the sky model's is finer).
+        if plane is None:
+            return None
+        out = np.full(tuple(factor * n for n in cut.shape), fill, dtype=plane.dtype)
+        scaled = [tuple(slice(factor * s.start, factor * s.stop) for s in sl)
+                  for sl in (cut.slices_cutout, cut.slices_original)]
+        out[scaled[0]] = plane[scaled[1]]
+        return out
+
+    return replace(m, data=cut.data, wcs=cut.wcs, noise=same_cut(m.noise, np.nan),
+                   flags=same_cut(m.flags, FLAG_EDGE), sky_model=same_cut(m.sky_model, np.nan, m.sky_oversample))
 
 

@@ -303,7 +303,7 @@ def write_map(m: Map, path: str | os.PathLike, overwrite: bool = False,
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise MapError(f"{path}: already exists; choose another name or allow overwriting it")
+        raise MapError(f"{path}: already exists; choose another name or allow overwriting it (overwrite=True)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
     m.to_hdulist(extra).writeto(tmp, overwrite=True)
