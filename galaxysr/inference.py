@@ -267,7 +267,8 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
 
 
 def check_inputs(maps: dict[str, Map], config: ModelConfig) -> None:
-    """Every band the model needs is there, in the right band, with finite data."""
+    """Every band the model needs is there, and is a map of that band. (NaN holes are not
+    refused here: the plan fills gaps within a beam of data and flags them.)"""
     for band in config.input_bands:
         if band not in maps:
             raise MapError(f"the model needs the {band} map and it was not given")

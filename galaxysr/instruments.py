@@ -87,9 +87,9 @@ class Band:
         return float((self.fwhm / pixel).decompose())
 
     def kernel(self, pixel: u.Quantity | None = None):
-        """Peak-normalised Gaussian beam as an `astropy.convolution.Gaussian2DKernel`.
+        """The Gaussian beam as an `astropy.convolution.Gaussian2DKernel` (sum-normalised).
 
-        The kernel sums to 1, so convolving a map of point sources in mJy/pixel gives
+        The kernel sums to 1 (its peak is 1 / :meth:`beam_area_pixels`), so convolving a map of point sources in mJy/pixel gives
         mJy/pixel; multiply by :meth:`beam_area_pixels` for mJy/beam.
         """
         from astropy.convolution import Gaussian2DKernel

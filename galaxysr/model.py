@@ -392,7 +392,8 @@ def galaxysr_layers():
         peak-normalised Gaussian beam of ``sigma_px`` sky pixels onto the output grid
         (B, H, W, 1) in mJy/beam (``oversample`` f sky pixels per output pixel side).
 
-        Separable: two 1-D convolutions with stride f; the taps are :func:`render_kernel`
+        Separable: two banded matrix products (rows, then columns; :func:`_band_matrix`),
+        each reading f sky pixels per output pixel; the taps are :func:`render_kernel`
         (sampled at the sky pixels' offsets from each output-pixel centre), zero beyond the
         tile. No weights: the beam is the instrument's, not learnt.
         """

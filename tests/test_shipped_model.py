@@ -144,3 +144,24 @@ def test_a_background_on_the_inputs_does_not_change_the_output(artifact, held_ou
     bright = np.nanpercentile(base.data, 99.9)
     limit = 0.02 if kind == "offset" else 0.05  # issue targets, of the bright-pixel flux
     assert np.nanpercentile(np.abs(out.data - base.data), 99) <= limit * bright
+
+
+def test_the_shipped_model_is_the_readme_command_of_this_version(artifact):
+    """Issue "robust training": the shipped model records what made it — this version, the
+    README's command, the seed and the git commit — and no path of the machine it was trained
+    on; its health check passed."""
+    import json
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    import galaxysr
+
+    meta = artifact.meta
+    assert meta["galaxysr_version"] == galaxysr.__version__
+    assert meta["provenance"] == {**meta["provenance"], "galaxysr_version": galaxysr.__version__,
+                                  "command": "python train.py --epochs 200", "seed": 0}
+    assert len(meta["provenance"]["git_commit"]) == 40                 # a clean checkout's commit
+    out_dir = meta["train"]["out_dir"]
+    assert not PurePosixPath(out_dir).is_absolute() and not PureWindowsPath(out_dir).is_absolute()
+    assert "/work" not in json.dumps(meta) and "/home" not in json.dumps(meta)
+    health = json.loads((artifact.path / "metrics.json").read_text())["health"]
+    assert health["ok"], health["checks"]
