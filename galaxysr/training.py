@@ -592,18 +592,21 @@ class SpikeWatch:
             self.valid.append(loss)
 
     def report(self, clip: float | None) -> list[str]:
-        """Lines about the spikes since the last report (none: no lines)."""
+        """At most two lines about the spikes since the last report: the training steps'
+        (how many, the largest, whether clipping caught them) and the validation's."""
         lines = []
+        steps = [s for s in self.epoch if s["kind"] != "valid"]
+        if steps:
+            worst = max(steps, key=lambda s: s["ratio"] if np.isfinite(s["ratio"]) else np.inf)
+            clipped = sum(1 for s in steps if clip and s["grad_norm"] > clip)
+            caught = (f"{clipped} of {len(steps)} clipped to gradient norm {clip:g}" if clip else "no clipping")
+            lines.append(f"  note: {len(steps)} loss spike(s) this epoch (over {self.factor:g}× the running median), "
+                         f"largest {worst['loss']:.4g} = {worst['ratio']:.1f}× at step {worst['step']} ({worst['kind']}, "
+                         f"gradient norm {worst['grad_norm']:.3g}); {caught}; training goes on")
         for s in self.epoch:
             if s["kind"] == "valid":
                 lines.append(f"  note: validation loss {s['loss']:.4g} at step {s['step']} is {s['ratio']:.1f}× "
-                             "the median of the earlier epochs (inference-mode BatchNorm statistics lag the "
-                             "weights); training goes on")
-                continue
-            clipped = (f"its gradient (norm {s['grad_norm']:.3g}) was clipped to {clip:g}"
-                       if clip and s["grad_norm"] > clip else f"gradient norm {s['grad_norm']:.3g}, not clipped")
-            lines.append(f"  note: loss spike at step {s['step']} ({s['kind']}): {s['loss']:.4g} is "
-                         f"{s['ratio']:.1f}× the running median; {clipped}; training goes on")
+                             "the median of the earlier epochs; training goes on")
         self.epoch = []
         return lines
 

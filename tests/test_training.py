@@ -100,7 +100,8 @@ def test_exported_savedmodel_matches_the_in_memory_model(tmp_path, sim_dir):
     stored = sum(f.stat().st_size for f in (artifact / "saved_model" / "variables").iterdir())
     assert weights_bytes <= stored < 1.2 * weights_bytes + 20_000
     saved = json.loads((artifact / "config.json").read_text())
-    assert TrainConfig.from_dict(saved["train"]) == trainer.config
+    # The whole config, but no machine path: out_dir is the run folder's name.
+    assert TrainConfig.from_dict(saved["train"]) == replace(trainer.config, out_dir=Path(config.out_dir).name)
     assert saved["normalisation"] == {"softening_mjy": 5.0, "ceiling_mjy": 500.0}
 
 
@@ -325,12 +326,15 @@ def test_loss_spikes_are_reported_and_ordinary_noise_is_not():
         watch.step(step, "sim", 0.3 * (1 + 0.2 * rng.standard_normal()), 0.4)
     assert watch.report(1.0) == []
     watch.step(201, "sim", 7.56, 12.0)           # the newcomer's epoch-13 spike
+    watch.step(202, "sim", 2.0, 0.9)             # a smaller one whose gradient needed no clipping
     for epoch, loss in enumerate((0.24, 0.22, 0.21, 6162.7), start=1):
         watch.validation(60 * epoch, loss)
     lines = watch.report(1.0)
-    assert len(lines) == 2 and "step 201" in lines[0] and "clipped to 1" in lines[0]
-    assert "validation loss" in lines[1]
-    assert [s["kind"] for s in watch.all] == ["sim", "valid"]
+    assert len(lines) == 2 and "2 loss spike(s)" in lines[0] and "at step 201" in lines[0]
+    assert "1 of 2 clipped to gradient norm 1" in lines[0]
+    assert "validation loss 6163 at step 240" in lines[1]
+    assert [s["kind"] for s in watch.all] == ["sim", "sim", "valid"]
+    assert watch.report(1.0) == []               # said once
 
 
 def test_runs_before_0_4_load_without_warm_up_or_clipping():

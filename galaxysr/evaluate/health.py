@@ -61,7 +61,8 @@ def catalogue_health(artifact, folders, progress: bool = False) -> dict:
         cat = extract_sources(network, snr=config.snr, min_flux_mjy=config.min_flux_mjy, command="calibration")
         catalogues.append(cat[inner_region(cat, network, config.edge_arcsec)])
         truths.append(truth)
-    result = score(vstack(catalogues), vstack(truths), f"flux_{TARGET_BAND}", config)
+    result = score(vstack(catalogues, metadata_conflicts="silent"), vstack(truths, metadata_conflicts="silent"),
+                   f"flux_{TARGET_BAND}", config)
     return {"completeness_above_15mjy": result["completeness_above_15mjy"],
             "median_flux_ratio_above_9mjy": result["median_flux_ratio_above_9mjy"],
             "n_detections": result["n_detections"], "n_reference": result["n_reference"]}
