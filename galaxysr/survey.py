@@ -436,4 +436,9 @@ def survey(fields: list[str], out: str, workers: int | None = None, scheduler: s
     finally:
         client.close()
         if cluster is not None:
+            # A worker that takes over 4 s to exit (TensorFlow's teardown on a loaded machine)
+            # is killed by its nanny with a WARNING line: nothing for the user to act on.
+            import logging
+
+            logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
             cluster.close()
