@@ -218,7 +218,8 @@ def _add_train(sub, light: bool = False) -> None:
                    help="stop after this global step (rerun to continue)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-calibration", action="store_true",
-                   help="skip measuring the output beam and calibrating the error map after training")
+                   help="skip measuring the output beam, calibrating the error map and the health check "
+                        "after training")
     p.set_defaults(handler=_train)
 
 

@@ -26,7 +26,8 @@ from .config import RUN_DIR, LossConfig, refuse_unknown_keys
 from .datasets import DataConfig, TileStream, load_pairs
 from .model import ModelConfig
 
-__all__ = ["ARTIFACT_FILES", "TrainConfig", "learning_rate_schedule", "SpikeWatch", "make_strategy", "write_config", "Trainer", "export_saved_model",
+__all__ = ["ARTIFACT_FILES", "TrainConfig", "learning_rate_schedule", "SpikeWatch", "make_strategy", "write_config",
+           "command_line", "git_commit", "provenance", "portable", "Trainer", "export_saved_model",
            "export_artifact", "train"]
 
 ARTIFACT_FILES = ("saved_model", "model.keras", "config.json", "metrics.json")
@@ -54,8 +55,9 @@ class TrainConfig:
     clip_global_norm : float or None
         Gradients are scaled down to this global norm when larger (Keras' ``global_clipnorm``;
         None: no clipping, as before 0.4). The default, 1.0, is ≈ 2.5× the median norm of the
-        default run's steps (it clips ≈ 5 % of simulated and ≈ 15 % of real steps early on, and
-        the 3–12× outliers). See docs/training.md, "Robust training".
+        default run's steps: in its first 900 steps it clips 3 % of the simulated and 15 % of
+        the real ones, and every loss spike (norms 60 to 5 × 10⁵: Jy-bright tiles). See
+        docs/training.md, "Robust training".
     deterministic : bool
         ``tf.config.experimental.enable_op_determinism()`` for the run: the same weights from
         the same seed on the same machine even where TF would pick a non-deterministic kernel.
