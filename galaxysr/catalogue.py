@@ -27,6 +27,7 @@ from astropy.stats import sigma_clipped_stats
 from astropy.table import QTable, Table
 
 from . import __version__
+from .errors import refuse_existing
 from .instruments import FWHM_PER_SIGMA, TARGET_BAND
 from .maps import FLAG_BLENDED, FLAG_EDGE, MJY_PER_BEAM, Map
 
@@ -363,11 +364,7 @@ def _psf_photometry(data, valid, rms_map, x, y, flux, fwhm_px, sigma_px):
 def write_catalogue(table: Table, path, overwrite: bool = False) -> None:
     """Write a catalogue; the format follows the suffix (.ecsv keeps every unit, column
     description and meta entry; FITS keeps units, descriptions and the scalar meta)."""
-    from pathlib import Path
-
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists; choose another name or allow overwriting it")
+    path = refuse_existing(path, overwrite)
     if path.suffix.lower() in (".fits", ".fit", ".fts"):
         table = table.copy(copy_data=False)
         table.meta = {k[:8].upper(): v for k, v in table.meta.items()
@@ -387,11 +384,7 @@ def write_priors(catalogue: Table, path, overwrite: bool = False, colour_max: fl
     ``prior.prior_cat(t["RA"], t["Dec"], path, flux_lower=t["flux_lower_250"],
     flux_upper=t["flux_upper_250"], ID=t["ID"])`` (docs/inference.md).
     """
-    from pathlib import Path
-
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists; choose another name or allow overwriting it")
+    path = refuse_existing(path, overwrite)
     s450 = u.Quantity(catalogue["flux"], u.mJy).value
     err = u.Quantity(catalogue["flux_err"], u.mJy).value
     priors = Table({"ID": np.asarray(catalogue["id"]), "RA": u.Quantity(catalogue["ra"], u.deg),

@@ -35,7 +35,8 @@ def _simulate(args) -> int:
 
     from . import __version__
     from .evaluate import sky_simulation
-    from .maps import MapError, write_field
+    from .errors import OutputExistsError
+    from .maps import write_field
     from .simulate import SIMULATOR_VERSION, simulate_field
 
     out = Path(args.out)
@@ -59,8 +60,8 @@ def _simulate(args) -> int:
             except json.JSONDecodeError:
                 pass
         if folder.exists() and any(folder.iterdir()) and not args.overwrite:
-            raise MapError(f"{folder}: already holds files not made by this command (another seed, area, sky or "
-                           "galaxysr version); choose another folder or allow overwriting it")
+            raise OutputExistsError(folder, "already holds files not made by this command (another seed, area, "
+                                    "sky or galaxysr version)", "choose another folder or allow overwriting it")
         write_field(simulate_field(config), folder, overwrite=True)
         record.write_text(json.dumps({"recipe": recipe, "galaxysr_version": __version__}, indent=1))
         written += 1
@@ -494,6 +495,7 @@ def _command_of(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     from .console import log_to_stdout, one_line_warnings, quiet_native_output
+    from .errors import OutputExistsError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     verbose = "--verbose" in argv  # accepted before or after the subcommand (train.py/predict.py pass it after)
@@ -511,8 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         # MapError is a ValueError; library errors name the file, the problem and the fix,
         # and here the flag that applies it.
         message = str(error)
-        if "allow overwriting" in message and hasattr(args, "overwrite"):
-            message = message.replace(" (overwrite=True)", "") + " (--overwrite)"
+        if isinstance(error, OutputExistsError) and hasattr(args, "overwrite"):
+            message = error.message("--overwrite")
         print(f"galaxysr {args.command}: error: {message}", file=sys.stderr)
         return 2
 

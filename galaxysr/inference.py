@@ -30,6 +30,7 @@ from .instruments import get_band
 from .maps import (FLAG_FILLED, FLAG_LOW_COVERAGE, MJY_PER_BEAM, Map, MapError, Resampler, finer_wcs, output_grid,
                    sky_model_header)
 from .console import quiet_native_output
+from .errors import OutputExistsError, refuse_existing
 from .model import ModelConfig
 from .noise import fill_gaps, with_noise
 
@@ -564,8 +565,7 @@ class MapWriter:
             self.flags = np.zeros(shape, np.uint8)
             self.sky = np.full(sky_shape, np.nan, np.float32) if self.sky_oversample else None
             return
-        if self.out_path.exists() and not overwrite:
-            raise MapError(f"{self.out_path}: already exists; choose another name or allow overwriting it")
+        refuse_existing(self.out_path, overwrite)
         header = template.header()
         header["NAXIS1"], header["NAXIS2"] = shape[1], shape[0]
         header.add_history("Super-resolved with galaxysr (Lauritsen et al. 2021 method)")
@@ -728,8 +728,7 @@ def outputs_to_make(outputs: list, overwrite: bool = False) -> list[bool]:
         elif Path(path).exists() and recorded(path, key) == expected:
             todo.append(False)
         elif Path(path).exists() and not overwrite:
-            raise MapError(f"{path}: already exists and was not made from these inputs, model and options; "
-                           "choose another name or allow overwriting it")
+            raise OutputExistsError(path, "already exists and was not made from these inputs, model and options")
         else:
             todo.append(True)
     return todo

@@ -18,6 +18,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from .config import refuse_unknown_keys
+from .errors import OutputExistsError
 from .instruments import BANDS, FWHM_PER_SIGMA, SPIRE_BANDS, TARGET_BAND, Band
 from .maps import Field, Map, tan_wcs
 from .sky import SkyModel, colour_450_250, draw_galaxies, fit_counts, place_galaxies
@@ -443,7 +444,7 @@ def write_mock_real(out: str, seed: int = 424242, overwrite: bool = False,
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: not empty; choose another folder or allow overwriting the mock pair")
+        raise OutputExistsError(out, "is not empty", "choose another folder or allow overwriting the mock pair")
     out.mkdir(parents=True, exist_ok=True)
     config = SimulationConfig(area_deg2=(spire_side_arcmin / 60) ** 2, seed=seed, ra_deg=150.12,
                               dec_deg=2.25, sky=MOCK_REAL_SKY)

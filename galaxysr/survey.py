@@ -406,13 +406,14 @@ def up_to_date(spire250, out: str, model=None, spire350=None, spire500=None, cat
                snr: float = 4.0, min_flux_mjy: float = 2.0, background: str | None = None, method: str = DEFAULT_METHOD,
                **_) -> bool:
     """Whether a field's mosaic (and catalogue) already exist from the same inputs, model and
-    options — checked without starting any cluster."""
-    from .inference import input_maps, load_model, recorded
+    options — checked without starting any cluster. An existing output made otherwise raises
+    :class:`~galaxysr.errors.OutputExistsError` here, before any cluster starts."""
+    from .inference import input_maps, load_model, outputs_to_make
 
     artifact = load_model(model)
     maps = input_maps(artifact, Path(spire250), spire350, spire500)
     made_from, listed, mosaic, cat = _provenance(artifact, maps, spire250, out, background, snr, min_flux_mjy, method)
-    return recorded(mosaic) == made_from and (not catalogue or recorded(cat, "GSRCAT") == listed)
+    return not any(outputs_to_make([(mosaic, "GSRPROV", made_from), (catalogue and cat, "GSRCAT", listed)], False))
 
 
 def survey(fields: list[str], out: str, workers: int | None = None, scheduler: str | None = None,

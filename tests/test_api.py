@@ -154,3 +154,64 @@ def test_a_super_resolved_map_cuts_out_with_every_plane(tiny_model, field_files)
     np.testing.assert_array_equal(cut.sky_model[f * ys.start:, f * xs.start:],
                                   out.sky_model[:f * yo.stop, :f * xo.stop])
     assert np.isnan(cut.sky_model[:f * ys.start]).all()
+
+
+def _occupied(tmp_path, folder):
+    """For each command: its arguments with an output that already exists, made otherwise."""
+    predict_out = tmp_path / "p.fits"
+    predict_out.write_bytes(b"")
+    mosaic = tmp_path / "survey" / "cosmos_450.fits"
+    mosaic.parent.mkdir()
+    mosaic.write_bytes(b"")
+    sim = tmp_path / "sim"
+    sim.mkdir()
+    (sim / "notes.txt").write_text("mine")
+    listed = tmp_path / "c.ecsv"
+    listed.write_text("keep me")
+    return {"predict": (["predict", str(folder / "cosmos_250.fits"), str(predict_out)], predict_out),
+            "survey": (["survey", str(folder / "cosmos_250.fits"), "--out", str(mosaic.parent)], mosaic),
+            "simulate": (["simulate", "--out", str(sim), "--area", "0.001"], sim),
+            "catalogue": (["predict", str(folder / "cosmos_250.fits"), str(tmp_path / "new.fits"), "--catalogue",
+                           str(listed)], listed)}
+
+
+@pytest.mark.parametrize("command", ["predict", "survey", "simulate", "catalogue"])
+def test_every_command_refuses_an_existing_output_by_type_and_names_the_flag(field_files, tmp_path, capsys,
+                                                                              command):
+    folder, _ = field_files
+    args, existing = _occupied(tmp_path, folder)[command]
+    assert main([*args, "--no-progress"] if command != "simulate" else args) == 2
+    err = capsys.readouterr().err
+    assert f"{existing}:" in err and err.rstrip().endswith("(--overwrite)") and "overwrite=True" not in err
+
+
+def test_the_library_raises_output_exists_error_wherever_an_output_exists(field_files, tmp_path):
+    from galaxysr.catalogue import write_catalogue, write_priors
+    from galaxysr.errors import OutputExistsError
+    from galaxysr.maps import write_field
+    from galaxysr.simulate import write_mock_real
+    from galaxysr.survey import up_to_date
+
+    folder, field = field_files
+    taken = tmp_path / "taken.fits"
+    taken.write_bytes(b"")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    (tmp_path / "field").mkdir()
+    (tmp_path / "field" / "truth.ecsv").write_text("")
+    (tmp_path / "survey").mkdir()
+    (tmp_path / "survey" / "cosmos_450.fits").write_bytes(b"")
+    table = galaxysr.extract_sources(field["scuba2_450"])
+    from galaxysr.inference import input_maps, load_artifact, super_resolve_maps
+
+    artifact = load_artifact()
+    maps = input_maps(artifact, folder / "cosmos_250.fits")
+    attempts = [lambda: super_resolve_maps(maps, artifact, out_path=taken), lambda: field["spire_250"].write(taken),
+                lambda: write_catalogue(table, taken), lambda: write_priors(table, taken),
+                lambda: write_mock_real(tmp_path / "full"),
+                lambda: write_field(type(field)({}, field.truth), tmp_path / "field"),
+                lambda: up_to_date(folder / "cosmos_250.fits", tmp_path / "survey")]
+    for attempt in attempts:
+        with pytest.raises(OutputExistsError, match=r"\(overwrite=True\)$"):
+            attempt()
+    assert taken.read_bytes() == b""

@@ -4,6 +4,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
+from galaxysr.errors import OutputExistsError
 from galaxysr.instruments import BANDS
 from galaxysr.maps import (Field, Map, MapError, cutout, read_field, read_map, reproject_map,
                            tan_wcs, write_field, write_map)
@@ -35,7 +36,7 @@ def test_fits_round_trip_keeps_data_wcs_unit_and_noise(tmp_path):
 
 def test_refuses_to_overwrite(tmp_path):
     write_map(_map(), tmp_path / "m.fits")
-    with pytest.raises(MapError, match="already exists"):
+    with pytest.raises(OutputExistsError, match=r"already exists.*\(overwrite=True\)"):
         write_map(_map(), tmp_path / "m.fits")
     write_map(_map(), tmp_path / "m.fits", overwrite=True)
 

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..errors import refuse_existing
 from .core import MJY_PER_BEAM, Map, MapError
 from .fits_io import read_map, write_map
 
@@ -51,8 +52,7 @@ def write_field(field: Field, folder: str | os.PathLike, overwrite: bool = False
         write_map(m, folder / FIELD_FILES[name], overwrite=overwrite)
     if field.truth is not None:
         truth_path = folder / TRUTH_FILE
-        if truth_path.exists() and not overwrite:
-            raise MapError(f"{truth_path}: already exists; choose another folder or allow overwriting it")
+        refuse_existing(truth_path, overwrite, fix="choose another folder or allow overwriting it")
         field.truth.write(truth_path, overwrite=overwrite)
     return folder
 

@@ -17,6 +17,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from ..errors import refuse_existing
 from ..instruments import BANDS, Band, band_from_wavelength, get_band
 from .core import Map, MapError, parse_bunit
 
@@ -301,9 +302,7 @@ def write_map(m: Map, path: str | os.PathLike, overwrite: bool = False,
     existing file unless ``overwrite``. The file is written under a temporary name and
     renamed, so an interrupted write leaves no half-written file.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise MapError(f"{path}: already exists; choose another name or allow overwriting it (overwrite=True)")
+    path = refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
     m.to_hdulist(extra).writeto(tmp, overwrite=True)
