@@ -7,10 +7,14 @@ validation, calibration and evaluation seeds are far from them and never trained
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 
 __all__ = ["VALIDATION_SEED", "CALIBRATION_SEEDS", "EVALUATION_SEEDS", "SIM_DIR", "EVAL_FIELD_DIR", "RUN_DIR",
-           "REPORT_DIR", "LossConfig", "refuse_unknown_keys"]
+           "REPORT_DIR", "ConfigRecord", "LossConfig", "refuse_unknown_keys"]
 
 def refuse_unknown_keys(cls, data: dict, what: str) -> None:
     """Raise ValueError naming the keys of ``data`` that are not fields of the dataclass
@@ -18,6 +22,61 @@ def refuse_unknown_keys(cls, data: dict, what: str) -> None:
     unknown = set(data) - {f.name for f in fields(cls)}
     if unknown:
         raise ValueError(f"unknown {what} {', '.join(sorted(unknown))}")
+
+
+def _from_json(hint, value):
+    """``value`` as read from JSON, made the type ``hint`` says: nested configs from their
+    dicts, tuples from lists (recursively for a bare ``tuple``); anything else as it is."""
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return hint.from_dict(value)
+    if (origin is tuple or hint is tuple) and isinstance(value, (list, tuple)):
+        args = typing.get_args(hint)
+        if not args:
+            return tuple(_from_json(tuple, v) if isinstance(v, list) else v for v in value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_from_json(args[0], v) for v in value)
+        return tuple(_from_json(a, v) for a, v in zip(args, value))
+    return value
+
+
+class ConfigRecord:
+    """``to_dict`` / ``from_dict`` for the frozen configuration dataclasses written next to every
+    model and field (config.json, simulation.json).
+
+    ``from_dict`` refuses keys that are not fields (a file from another version, or a typo), fills
+    fields the file lacks from :attr:`LEGACY` (what a config written before the field existed
+    meant; others take the current default) and converts values by the fields' type hints
+    (nested configs, tuples). Subclasses set :attr:`WHAT` for the error message and may override
+    :meth:`_upgrade` to rewrite an old file's keys first.
+    """
+
+    #: Values of fields missing from a saved config: what files written before them meant.
+    LEGACY: ClassVar[dict] = {}
+    #: What the fields are called in errors ("unknown model setting(s) x").
+    WHAT: ClassVar[str] = "setting(s)"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def _upgrade(cls, data: dict) -> dict:
+        """Rewrite a saved config's keys before they are checked (default: none)."""
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """From :meth:`to_dict`'s output (as JSON gives it back), or an older version's."""
+        data = cls._upgrade(dict(data))
+        refuse_unknown_keys(cls, data, cls.WHAT)
+        data = {**cls.LEGACY, **data}
+        hints = typing.get_type_hints(cls)
+        return cls(**{f.name: _from_json(hints[f.name], data[f.name]) for f in fields(cls) if f.name in data})
 
 
 #: Seed of the held-out validation field (training distribution).
@@ -42,7 +101,7 @@ REPORT_DIR = "reports/evaluation"
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(ConfigRecord):
     """Weights and settings of the combined loss (physical units in the names).
 
     The L1 term is in normalised units (~0.01–0.05 per pixel); the flux terms in mJy/beam
@@ -74,12 +133,6 @@ class LossConfig:
     sky_huber_mjy: float = 10.0
     bright_mjy: float = 100.0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "LossConfig":
-        """From :meth:`to_dict`'s output; runs written before the peak, uncertainty and sky
-        terms existed had them at weight 0."""
-        refuse_unknown_keys(cls, data, "loss setting(s)")
-        return cls(**{"peak_flux": 0.0, "uncertainty": 0.0, "sky_model": 0.0, "bright_mjy": 0.0, **data})
+    #: Runs written before the peak, uncertainty and sky terms existed had them at weight 0.
+    LEGACY: ClassVar[dict] = {"peak_flux": 0.0, "uncertainty": 0.0, "sky_model": 0.0, "bright_mjy": 0.0}
+    WHAT: ClassVar[str] = "loss setting(s)"

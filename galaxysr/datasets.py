@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from .noise import with_noise
 from .simulate import SIMULATOR_VERSION, SimulationConfig, SkyPrior, column_mjy, render_catalogue, simulate_field
 
 from .config import CALIBRATION_SEEDS, EVALUATION_SEEDS, SIM_DIR, VALIDATION_SEED  # noqa: F401  (re-exported)
-from .config import refuse_unknown_keys
+from .config import ConfigRecord
 
 __all__ = ["DataConfig", "resolve_path", "Pair", "stack_inputs", "prepare_simulated", "prepare_real", "tile_origins",
            "sim_field_dir", "SIMULATION_FILE", "cached_field", "ensure_simulated_fields", "load_pairs",
@@ -38,7 +39,7 @@ __all__ = ["DataConfig", "resolve_path", "Pair", "stack_inputs", "prepare_simula
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(ConfigRecord):
     """Where training data comes from.
 
     Attributes
@@ -89,16 +90,9 @@ class DataConfig:
     target_min_mjy: float = 0.0
     bright_sources: int = 3
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DataConfig":
-        refuse_unknown_keys(cls, data, "data setting(s)")
-        data = {"bright_sources": 0, "target_min_mjy": 0.0, **data}  # runs before 0.3 had neither
-        data["real_dirs"] = tuple(data.get("real_dirs", ()))
-        data["prior"] = SkyPrior.from_dict(data.get("prior", {}))
-        return cls(**data)
+    #: Runs before 0.3 had neither.
+    LEGACY: ClassVar[dict] = {"bright_sources": 0, "target_min_mjy": 0.0}
+    WHAT: ClassVar[str] = "data setting(s)"
 
     def simulation(self, seed: int) -> SimulationConfig:
         """The simulation of training or validation field ``seed`` (drawing its sky from

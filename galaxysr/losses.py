@@ -22,7 +22,7 @@ import tensorflow as tf
 from astropy import units as u
 
 from .config import LossConfig
-from .instruments import FWHM_PER_SIGMA, get_band
+from .instruments import FWHM_PER_SIGMA, TARGET_BAND, get_band
 from .model import FluxScaling, draw_through_beam, render_kernel
 
 __all__ = ["L1Loss", "MeanFluxLoss", "MedianFluxLoss", "find_sources", "disk_kernel", "aperture_sums", "matched_filter",
@@ -466,49 +466,38 @@ class CombinedLoss(_ScaledLoss):
     target map (channel 0) and, for the ``sky_model`` term, the truth drawn through the narrow
     kernel (channel 1, mJy; NaN where unknown, e.g. on real data). Terms whose inputs are not
     there are skipped. Sources are found once per call and shared by the aperture and peak
-    terms.
+    terms. Weights and term settings come from ``config`` (:class:`~galaxysr.config.LossConfig`,
+    its defaults when ``None``); :meth:`from_configs` adds a model's pixel scale, band and heads.
     """
 
     TERMS = ("l1", "mean_flux", "median_flux", "aperture_flux", "peak_flux", "uncertainty", "sky_model")
     SOURCE_TERMS = ("aperture_flux", "peak_flux")
 
-    def __init__(self, weights: dict | None = None, pixel_arcsec: float = 2.0, band: str = "scuba2_450",
-                 real: bool = False, aperture_radius_fwhm: float = 1.0, detect_threshold_mjy: float = 2.0,
-                 max_sources: int = 48, peak_radius_fwhm: float = 0.5, uncertainty_head: bool = False,
-                 sky_oversample: int = 0, sky_fwhm_arcsec: float = 3.0, sky_huber_mjy: float = 10.0,
-                 bright_mjy: float = 0.0, **kwargs):
+    def __init__(self, config: LossConfig | None = None, pixel_arcsec: float = 2.0, band: str = TARGET_BAND,
+                 real: bool = False, uncertainty_head: bool = False, sky_oversample: int = 0, **kwargs):
         super().__init__(**kwargs)
-        defaults = LossConfig()
-        self.weights = {k: float((weights or {}).get(k, getattr(defaults, k))) for k in self.TERMS}
+        self.config = c = LossConfig() if config is None else config
+        self.weights = {k: float(getattr(c, k)) for k in self.TERMS}
         self.pixel_arcsec, self.band, self.real = float(pixel_arcsec), band, bool(real)
-        self.aperture_radius_fwhm = float(aperture_radius_fwhm)
-        self.peak_radius_fwhm = float(peak_radius_fwhm)
-        self.detect_threshold_mjy = float(detect_threshold_mjy)
-        self.max_sources = int(max_sources)
         self.uncertainty_head, self.sky_oversample = bool(uncertainty_head), int(sky_oversample)
-        self.sky_fwhm_arcsec, self.sky_huber_mjy = float(sky_fwhm_arcsec), float(sky_huber_mjy)
-        self.bright_mjy = float(bright_mjy)
         scale = dict(softening_mjy=self.scaling.softening_mjy, ceiling_mjy=self.scaling.ceiling_mjy)
-        source = dict(pixel_arcsec=pixel_arcsec, band=band, threshold_mjy=detect_threshold_mjy,
-                      max_sources=max_sources, use_generated=real, bright_mjy=self.bright_mjy, **scale)
+        source = dict(pixel_arcsec=pixel_arcsec, band=band, threshold_mjy=c.detect_threshold_mjy,
+                      max_sources=c.max_sources, use_generated=real, bright_mjy=c.bright_mjy, **scale)
         self.terms = {
             "l1": L1Loss(**scale), "mean_flux": MeanFluxLoss(**scale), "median_flux": MedianFluxLoss(**scale),
-            "aperture_flux": ApertureFluxLoss(radius_fwhm=aperture_radius_fwhm, **source),
-            "peak_flux": PeakFluxLoss(radius_fwhm=peak_radius_fwhm, **source),
+            "aperture_flux": ApertureFluxLoss(radius_fwhm=c.aperture_radius_fwhm, **source),
+            "peak_flux": PeakFluxLoss(radius_fwhm=c.peak_radius_fwhm, **source),
             "uncertainty": UncertaintyLoss(**scale),
-            "sky_model": SkyModelLoss(pixel_arcsec, max(self.sky_oversample, 1), sky_fwhm_arcsec, sky_huber_mjy,
-                                      self.bright_mjy),
+            "sky_model": SkyModelLoss(pixel_arcsec, max(self.sky_oversample, 1), c.sky_fwhm_arcsec, c.sky_huber_mjy,
+                                      c.bright_mjy),
         }
 
     @classmethod
     def from_configs(cls, loss: LossConfig, model, real: bool) -> "CombinedLoss":
         """The combined loss of a run: ``loss`` (LossConfig) for a network of ``model``
         (ModelConfig), in its simulated or real form."""
-        weights = {k: getattr(loss, k) for k in cls.TERMS}
-        return cls(weights, model.pixel_arcsec, model.target_band, real, loss.aperture_radius_fwhm,
-                   loss.detect_threshold_mjy, loss.max_sources, loss.peak_radius_fwhm,
-                   uncertainty_head=model.uncertainty_head, sky_oversample=model.sky_oversample if model.has_sky else 0,
-                   sky_fwhm_arcsec=loss.sky_fwhm_arcsec, sky_huber_mjy=loss.sky_huber_mjy, bright_mjy=loss.bright_mjy,
+        return cls(loss, model.pixel_arcsec, model.target_band, real, uncertainty_head=model.uncertainty_head,
+                   sky_oversample=model.sky_oversample if model.has_sky else 0,
                    softening_mjy=model.scaling.softening_mjy, ceiling_mjy=model.scaling.ceiling_mjy)
 
     def active(self, y_true, y_pred) -> list[str]:
@@ -553,12 +542,14 @@ class CombinedLoss(_ScaledLoss):
     def call(self, y_true, y_pred):
         return self.total(self.per_term(y_true, y_pred))
 
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["config"] = LossConfig.from_dict(config["config"])
+        return cls(**config)
+
     def get_config(self):
         config = super().get_config()
-        config.update(weights=self.weights, pixel_arcsec=self.pixel_arcsec, band=self.band, real=self.real,
-                      aperture_radius_fwhm=self.aperture_radius_fwhm, peak_radius_fwhm=self.peak_radius_fwhm,
-                      detect_threshold_mjy=self.detect_threshold_mjy, max_sources=self.max_sources,
-                      uncertainty_head=self.uncertainty_head, sky_oversample=self.sky_oversample,
-                      sky_fwhm_arcsec=self.sky_fwhm_arcsec, sky_huber_mjy=self.sky_huber_mjy,
-                      bright_mjy=self.bright_mjy)
+        config.update(config=self.config.to_dict(), pixel_arcsec=self.pixel_arcsec, band=self.band, real=self.real,
+                      uncertainty_head=self.uncertainty_head, sky_oversample=self.sky_oversample)
         return config

@@ -19,13 +19,14 @@ uncertainty of the output map.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ClassVar
 from functools import lru_cache
 
 import numpy as np
 
-from .config import refuse_unknown_keys
-from .instruments import FWHM_PER_SIGMA, SPIRE_BANDS, TARGET_BAND, get_band
+from .config import ConfigRecord
+from .instruments import SPIRE_BANDS, TARGET_BAND, get_band
 
 __all__ = ["FluxScaling", "ModelConfig", "OUTPUT_BETA_INIT", "SKY_BETA_INIT", "render_kernel", "render_numpy",
            "draw_through_beam",
@@ -33,7 +34,7 @@ __all__ = ["FluxScaling", "ModelConfig", "OUTPUT_BETA_INIT", "SKY_BETA_INIT", "r
 
 
 @dataclass(frozen=True)
-class FluxScaling:
+class FluxScaling(ConfigRecord):
     """Invertible asinh stretch between mJy/beam and the network's [0, 1] range.
 
     ``y = asinh(S / softening) / asinh(ceiling / softening)``: linear for |S| ≪ softening
@@ -74,8 +75,26 @@ class FluxScaling:
         return np.sqrt(2.0) * np.asarray(scale) * self.softening_mjy * self._norm * np.cosh(y * self._norm)
 
 
+#: Settings of experiments that galaxysr 0.4 removed (docs/training.md records how they did),
+#: with the value at which they did nothing: a model saved with that value loads as before.
+ABANDONED_SETTINGS = {"sky_head": "pixels", "sharpen_power": 1.0, "sharpen_fwhm_arcsec": None,
+                      "sharpen_iterations": None}
+
+
+def _drop_abandoned_experiments(data: dict) -> None:
+    """Remove the settings of :data:`ABANDONED_SETTINGS` from a saved model config, or refuse a
+    model that used one of those experiments (its network has layers galaxysr no longer has)."""
+    for name, inert in ABANDONED_SETTINGS.items():
+        if name not in data:
+            continue
+        value = data.pop(name)
+        if inert is not None and value != inert:
+            raise ValueError(f"this model was trained with {name}={value!r}, an experiment galaxysr 0.4 removed "
+                             "(docs/training.md); load it with galaxysr 0.3, or retrain it with this version")
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(ConfigRecord):
     """Architecture and data geometry of a generator.
 
     Attributes
@@ -120,11 +139,6 @@ class ModelConfig:
         ``"sky_model"``: a non-negative sky model (mJy per sky-model pixel) drawn through
         the fixed target beam (:class:`BeamRender`); ``"map"``: the legacy sigmoid map head
         of galaxysr ≤ 0.2.
-    sharpen_power, sharpen_fwhm_arcsec, sharpen_iterations : float, float, int
-        Gather each source's flux towards its brightest pixels before the sky is drawn
-        (``SkySharpen``: the sky per map pixel raised to ``sharpen_power`` and shared out
-        again within a Gaussian of ``sharpen_fwhm_arcsec``, ``sharpen_iterations`` times;
-        flux conserved). A power of 1 draws the sky as the network made it.
     full_resolution_head : bool
         Give the sky-model head a decoder level of its own at the output pixel scale, with
         the input maps as its skip connection (see build_generator).
@@ -164,10 +178,6 @@ class ModelConfig:
     output: str = "sky_model"
     sky_oversample: int = 2
     full_resolution_head: bool = False
-    sky_head: str = "pixels"
-    sharpen_power: float = 1.0
-    sharpen_fwhm_arcsec: float = 4.7
-    sharpen_iterations: int = 2
     background: str = "filter"
     effective_fwhm_arcsec: float | None = None
     error_calibration: tuple | None = None
@@ -236,24 +246,15 @@ class ModelConfig:
         """Input sides must be multiples of this."""
         return 2**self.depth
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    #: Models written before these existed had none of them (and painted the map itself).
+    LEGACY: ClassVar[dict] = {"noise_inputs": False, "upsampling": "transpose", "uncertainty_head": False,
+                              "output": "map", "background": "none"}
+    WHAT: ClassVar[str] = "model setting(s)"
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        """From :meth:`to_dict`'s output. Models written before ``noise_inputs``,
-        ``upsampling``, ``uncertainty_head`` and ``output`` existed had none of them (and
-        painted the map itself)."""
-        data = dict(data)
-        refuse_unknown_keys(cls, data, "model setting(s)")
-        data["input_bands"] = tuple(data["input_bands"])
-        data["scaling"] = FluxScaling(**data["scaling"])
-        if data.get("error_calibration") is not None:
-            data["error_calibration"] = tuple(tuple(float(x) for x in v) for v in data["error_calibration"])
-        for name, legacy in (("noise_inputs", False), ("upsampling", "transpose"), ("uncertainty_head", False),
-                             ("output", "map"), ("background", "none")):
-            data.setdefault(name, legacy)
-        return cls(**data)
+    def _upgrade(cls, data: dict) -> dict:
+        _drop_abandoned_experiments(data)
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -402,7 +403,6 @@ def galaxysr_layers():
             super().__init__(trainable=False, **{k: v for k, v in kwargs.items() if k != "trainable"})
             self.sigma_px, self.oversample = float(sigma_px), int(oversample)
             self.taps = render_kernel(self.sigma_px, self.oversample)
-            self.pad = (len(self.taps) - self.oversample) // 2
 
         def call(self, sky):
             return draw_through_beam(sky, self.taps, self.oversample)
@@ -448,40 +448,8 @@ def galaxysr_layers():
         def get_config(self):
             return {**super().get_config(), "softening_mjy": self.softening_mjy, "ceiling_mjy": self.ceiling_mjy}
 
-    @keras.saving.register_keras_serializable("galaxysr")
-    class SkySharpen(keras.layers.Layer):
-        """Gathers each source's flux towards its brightest pixels, keeping the total: a
-        packed sky (B, H, W, f²; mJy per sky pixel, f × f sky pixels per map pixel) is summed
-        per map pixel (c), and ``iterations`` times c ← c^p · K ⊗ [(K ⊗ c) / (K ⊗ c^p)] with K a
-        Gaussian of ``sigma_px`` map pixels — the inflation step of Markov clustering: every
-        neighbourhood keeps its flux (K ⊗ c) but shares it out as c^p, so a source the network
-        spread over a few arcseconds is drawn compact, and its pixels keep their sub-pixel
-        split. Flux is conserved (to ``floor`` mJy per pixel, added to keep c^p finite);
-        smooth and differentiable."""
-
-        def __init__(self, power: float, sigma_px: float, iterations: int = 2, floor: float = 0.01, **kwargs):
-            super().__init__(trainable=False, **{k: v for k, v in kwargs.items() if k != "trainable"})
-            self.power, self.sigma_px = float(power), float(sigma_px)
-            self.iterations, self.floor = int(iterations), float(floor)
-            self.taps = render_kernel(self.sigma_px, 1)
-
-        def call(self, packed):
-            import tensorflow as tf
-
-            cell = tf.reduce_sum(packed, -1, keepdims=True) + self.floor
-            sharp = cell
-            for _ in range(self.iterations):
-                raised = sharp**self.power
-                share = draw_through_beam(sharp, self.taps, 1) / draw_through_beam(raised, self.taps, 1)
-                sharp = raised * draw_through_beam(share, self.taps, 1) / float(np.sum(self.taps) ** 2)
-            return packed * (sharp / cell)
-
-        def get_config(self):
-            return {**super().get_config(), "power": self.power, "sigma_px": self.sigma_px,
-                    "iterations": self.iterations, "floor": self.floor}
-
     return types.SimpleNamespace(PixelShuffle=PixelShuffle, SpaceToDepth=SpaceToDepth, BeamRender=BeamRender,
-                                 SkyActivation=SkyActivation, AsinhScale=AsinhScale, SkySharpen=SkySharpen)
+                                 SkyActivation=SkyActivation, AsinhScale=AsinhScale)
 
 
 def pixel_shuffle_layer():
@@ -556,26 +524,10 @@ def build_generator(config: ModelConfig = ModelConfig()):
             features = layers.LeakyReLU(config.leaky_slope)(x)
             block = f
         scaling = config.scaling
-        if config.sky_head == "cells":
-            # Each feature cell says how much flux it holds (one non-negative number) and where
-            # in the cell it lies (a softmax over its block² sky pixels): a compact source needs
-            # only a few units of logit contrast, not a sharp jump of the flux itself.
-            amount = layers.Conv2D(1, 3, padding="same", name="sky_amount",
-                                   bias_initializer=keras.initializers.Constant(SKY_BETA_INIT))(features)
-            amount = custom.SkyActivation(scaling.softening_mjy, scaling._norm, name="sky_model")(amount)
-            where = layers.Softmax(name="sky_where")(layers.Conv2D(block**2, 3, padding="same",
-                                                                    name="sky_logits")(features))
-            z = layers.Multiply(name="sky_cells")([amount, where])
-        else:
-            z = layers.Conv2D(block**2, 3, padding="same", name="sky_conv",
-                              bias_initializer=keras.initializers.Constant(SKY_BETA_INIT))(features)
-            z = custom.SkyActivation(scaling.softening_mjy, scaling._norm, name="sky_model")(z)  # elementwise
+        z = layers.Conv2D(block**2, 3, padding="same", name="sky_conv",
+                          bias_initializer=keras.initializers.Constant(SKY_BETA_INIT))(features)
+        z = custom.SkyActivation(scaling.softening_mjy, scaling._norm, name="sky_model")(z)  # elementwise
         sky = pixel_shuffle(block=block, name="sky_shuffle")(z) if block > 1 else z
-        if config.sharpen_power > 1:
-            packed = custom.SpaceToDepth(f, name="sky_cells")(sky)
-            packed = custom.SkySharpen(config.sharpen_power, config.sharpen_fwhm_arcsec / FWHM_PER_SIGMA
-                                       / config.pixel_arcsec, config.sharpen_iterations, name="sky_sharpen")(packed)
-            sky = pixel_shuffle(block=f, name="sky_sharpened")(packed) if f > 1 else packed
         sigma = get_band(config.target_band).sigma_pixels(config.sky_pixel_arcsec * u.arcsec)
         drawn = custom.BeamRender(sigma, f, name="beam")(sky)
         outputs = [custom.AsinhScale(scaling.softening_mjy, scaling.ceiling_mjy, name="scuba2_450")(drawn)]

@@ -9,7 +9,8 @@ coverage with its rms map.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
-from .config import refuse_unknown_keys
+from .config import ConfigRecord
 from .errors import OutputExistsError
 from .instruments import BANDS, FWHM_PER_SIGMA, SPIRE_BANDS, TARGET_BAND, Band
 from .maps import Field, Map, tan_wcs
@@ -34,7 +35,7 @@ SIMULATOR_VERSION = 2
 
 
 @dataclass
-class SimulationConfig:
+class SimulationConfig(ConfigRecord):
     """What to simulate.
 
     Attributes
@@ -85,22 +86,11 @@ class SimulationConfig:
     bright_sources: int = 0
     bright_flux_mjy: tuple[float, float] = (200.0, 3000.0)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SimulationConfig":
-        data = dict(data)
-        refuse_unknown_keys(cls, data, "SimulationConfig parameter(s)")
-        data["sky"] = SkyModel.from_dict(data.get("sky", {}))
-        data["calibration"] = tuple(data.get("calibration", (1.0, 1.0, 1.0)))
-        if "bright_flux_mjy" in data:
-            data["bright_flux_mjy"] = tuple(data["bright_flux_mjy"])
-        return cls(**data)
+    WHAT: ClassVar[str] = "SimulationConfig parameter(s)"
 
 
 @dataclass(frozen=True)
-class SkyPrior:
+class SkyPrior(ConfigRecord):
     """The distribution training skies are drawn from (domain randomisation).
 
     Each training field draws its own galaxy population, noise and calibration from these
@@ -164,13 +154,7 @@ class SkyPrior:
     calibration_jitter: float = 0.05
     max_counts_rms_dex: float = 0.2
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SkyPrior":
-        refuse_unknown_keys(cls, data, "SkyPrior parameter(s)")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    WHAT: ClassVar[str] = "SkyPrior parameter(s)"
 
     def _candidate(self, rng: np.random.Generator) -> SkyModel:
         def pick(name):

@@ -17,15 +17,16 @@ often than in a Poisson sky.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import ClassVar
 
 import numpy as np
 from astropy import constants as const
 from astropy import units as u
 from astropy.table import Table
 
-from .config import refuse_unknown_keys
+from .config import ConfigRecord
 from .instruments import BANDS
 
 __all__ = ["SED_FAMILIES", "T_RELATIONS", "SkyModel", "luminosity_function", "dust_temperature", "sed_shape",
@@ -45,7 +46,7 @@ T_RELATIONS = ("linear", "power", "flat", "saturating")
 
 
 @dataclass(frozen=True)
-class SkyModel:
+class SkyModel(ConfigRecord):
     """Parameters of the galaxy population (all documented in ``docs/simulator.md``).
 
     Luminosity function φ(L, z) per Mpc³ per dex (Gruppioni et al. 2013, total IR):
@@ -93,13 +94,7 @@ class SkyModel:
         if self.t_relation not in T_RELATIONS:
             raise ValueError(f"unknown T(z) relation {self.t_relation!r}; choose one of {', '.join(T_RELATIONS)}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SkyModel":
-        refuse_unknown_keys(cls, data, "SkyModel parameter(s)")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    WHAT: ClassVar[str] = "SkyModel parameter(s)"
 
 
 def _phi_evolution(z, k, z_break):

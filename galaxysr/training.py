@@ -17,12 +17,13 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .config import RUN_DIR, LossConfig, refuse_unknown_keys
+from .config import RUN_DIR, ConfigRecord, LossConfig
 from .datasets import DataConfig, TileStream, load_pairs
 from .model import ModelConfig
 
@@ -34,7 +35,7 @@ ARTIFACT_FILES = ("saved_model", "model.keras", "config.json", "metrics.json")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigRecord):
     """Everything that defines a training run; written as ``config.json`` beside the model.
 
     Attributes
@@ -93,19 +94,9 @@ class TrainConfig:
     log_every: int = 10
     init_from: str | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        data = dict(data)
-        data["model"] = ModelConfig.from_dict(data["model"])
-        data["loss"] = LossConfig.from_dict(data["loss"])
-        data["data"] = DataConfig.from_dict(data["data"])
-        refuse_unknown_keys(cls, data, "training setting(s)")
-        # Runs before 0.4 had no warm-up, clipping or determinism switch.
-        data = {"warmup_steps": 0, "clip_global_norm": None, "deterministic": False, **data}
-        return cls(**data)
+    #: Runs before 0.4 had no warm-up, clipping or determinism switch.
+    LEGACY: ClassVar[dict] = {"warmup_steps": 0, "clip_global_norm": None, "deterministic": False}
+    WHAT: ClassVar[str] = "training setting(s)"
 
     @property
     def total_steps(self) -> int:

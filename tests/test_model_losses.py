@@ -6,6 +6,7 @@ import tensorflow as tf
 import keras
 from astropy import units as u
 
+from galaxysr.config import LossConfig
 from galaxysr.instruments import BANDS
 from galaxysr.losses import (ApertureFluxLoss, CombinedLoss, L1Loss, MeanFluxLoss, MedianFluxLoss, PeakFluxLoss,
                              UncertaintyLoss, _masked_median, aperture_sums, disk_kernel, local_peaks)
@@ -90,7 +91,7 @@ def test_combined_terms_equal_each_term_alone():
     target = _sky([(20, 30, 20.0), (45, 12, 8.0)], background=0.5)
     pred = _sky([(21, 30, 12.0), (45, 13, 9.0)], background=0.3)
     for real in (False, True):
-        terms = CombinedLoss(real=real).per_term(target, pred)
+        terms = CombinedLoss(LossConfig(bright_mjy=0.0), real=real).per_term(target, pred)  # the terms' default
         alone = {"l1": L1Loss(), "mean_flux": MeanFluxLoss(), "median_flux": MedianFluxLoss(),
                  "aperture_flux": ApertureFluxLoss(use_generated=real), "peak_flux": PeakFluxLoss(use_generated=real)}
         assert set(terms) == set(alone)
@@ -222,7 +223,7 @@ def test_sky_model_generator_outputs_map_error_and_packed_sky():
 
 def test_model_and_losses_round_trip_in_keras_format(tmp_path):
     model = build_generator(ModelConfig(depth=3, base_filters=4, tile=32, input_bands=("spire_250",)))
-    model.compile(optimizer="adam", loss=CombinedLoss(weights={"l1": 1, "mean_flux": 0.5}, real=True,
+    model.compile(optimizer="adam", loss=CombinedLoss(LossConfig(l1=1, mean_flux=0.5), real=True,
                                                        pixel_arcsec=2.0))
     model.save(tmp_path / "m.keras")
     back = keras.saving.load_model(tmp_path / "m.keras")
@@ -255,3 +256,43 @@ def test_combined_loss_under_mirrored_strategy_matches_one_device():
     assert len(strategy.experimental_local_results(replicas)) == 2
     total = float(strategy.reduce(tf.distribute.ReduceOp.SUM, replicas, axis=None))
     assert total == pytest.approx(single, rel=1e-5)
+
+
+def test_abandoned_experiments_load_when_unused_and_are_refused_when_used():
+    from galaxysr.model import ModelConfig
+
+    saved = ModelConfig().to_dict()
+    inert = {**saved, "sky_head": "pixels", "sharpen_power": 1.0, "sharpen_fwhm_arcsec": 4.7, "sharpen_iterations": 2}
+    assert ModelConfig.from_dict(inert) == ModelConfig()
+    for name, value in (("sky_head", "cells"), ("sharpen_power", 2.0)):
+        with pytest.raises(ValueError, match=f"{name}={value!r}.*removed.*galaxysr 0.3"):
+            ModelConfig.from_dict({**saved, name: value})
+
+
+def test_combined_loss_takes_its_settings_from_loss_config_and_round_trips():
+    config = LossConfig(l1=0.5, bright_mjy=50.0, max_sources=12)
+    loss = CombinedLoss(config, real=True, sky_oversample=2)
+    assert loss.weights["l1"] == 0.5 and loss.terms["sky_model"].bright_mjy == 50.0
+    assert loss.terms["aperture_flux"].max_sources == 12
+    back = CombinedLoss.from_config(loss.get_config())
+    assert back.config == config and back.real and back.sky_oversample == 2
+    assert CombinedLoss().config == LossConfig()
+
+
+def test_config_records_round_trip_and_refuse_unknown_keys():
+    import json
+
+    from galaxysr.training import TrainConfig
+
+    config = TrainConfig()
+    back = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert back == config and isinstance(back.model.input_bands, tuple)
+    assert isinstance(back.data.prior.beta, tuple) and isinstance(back.model.scaling, FluxScaling)
+    saved = config.to_dict()
+    saved["data"]["prior"]["typo"] = 1
+    with pytest.raises(ValueError, match="unknown SkyPrior parameter\\(s\\) typo"):
+        TrainConfig.from_dict(saved)
+    legacy = config.to_dict()
+    del legacy["warmup_steps"], legacy["loss"]["bright_mjy"]
+    old = TrainConfig.from_dict(legacy)
+    assert old.warmup_steps == 0 and old.loss.bright_mjy == 0.0
