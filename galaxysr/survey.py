@@ -160,7 +160,7 @@ def run_block(block: Block, job, paths: dict, model: str, out_dir: str, noise_va
               batch_size: int = 16, threads: int = 1, backgrounds: dict | None = None) -> str:
     """Compute one block and write ``out_dir/<name>.npz`` atomically; a block already on
     disk is not recomputed. Returns the file's path."""
-    from .inference import StripRunner
+    from .inference import StripRunner, StripSums
     from .noise import fill_gaps
 
     out = Path(out_dir) / f"{block.name}.npz"
@@ -182,40 +182,20 @@ def run_block(block: Block, job, paths: dict, model: str, out_dir: str, noise_va
         inputs[band], filled[band] = fill_gaps(cut)
     y_lo, y_hi, cx_lo, cx_hi = block.core
     config = artifact.config
-    planes = 2 if config.uncertainty_head else 1
-    f = config.sky_oversample if config.has_sky else 0
-    numerator = np.zeros((planes, y_last - y_first, x_hi - x_lo))
-    weights = np.zeros((y_last - y_first, x_hi - x_lo))
-    flags = np.zeros(weights.shape, np.uint8)
-    sky = np.zeros((f * (y_last - y_first), f * (x_hi - x_lo))) if f else None
+    sums = StripSums(y_last - y_first, x_hi - x_lo, 2 if config.uncertainty_head else 1,
+                     config.sky_oversample if config.has_sky else 0)
     if inputs is not None:
         runner = StripRunner(replace(job, artifact=artifact, inputs=inputs, filled=filled), batch_size)
-        x0s = job.xs[c0:c1]
         for y0 in job.ys[r0:r1]:
-            result = runner.run(y0, x_lo, x_hi, x0s)
-            if result is None:
-                continue
-            num, w, strip_flags, strip_sky = result
-            numerator[:, y0 - y_first:y0 - y_first + tile] += num
-            weights[y0 - y_first:y0 - y_first + tile] += w
-            flags[y0 - y_first:y0 - y_first + tile] |= strip_flags
-            if sky is not None:
-                sky[f * (y0 - y_first):f * (y0 - y_first + tile)] += strip_sky
-    rows = slice(y_lo - y_first, y_hi - y_first)
-    cols = slice(cx_lo - x_lo, cx_hi - x_lo)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = np.where(weights[rows, cols] > 0, numerator[:, rows, cols] / weights[rows, cols], np.nan)
-        if sky is not None:
-            fine_rows = slice(f * rows.start, f * rows.stop)
-            fine_cols = slice(f * cols.start, f * cols.stop)
-            fine_w = np.kron(weights[rows, cols], np.ones((f, f)))
-            sky = np.where(fine_w > 0, sky[fine_rows, fine_cols] / fine_w, np.nan)
+            result = runner.run(y0, x_lo, x_hi, job.xs[c0:c1])
+            if result is not None:
+                sums.add(y0 - y_first, result)
+    image, error, flags, sky = sums.blended(slice(y_lo - y_first, y_hi - y_first), slice(cx_lo - x_lo, cx_hi - x_lo))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part.npz")
     empty = np.zeros((0, 0), np.float32)
-    np.savez(tmp, image=values[0].astype(np.float32),
-             error=values[1].astype(np.float32) if planes == 2 else empty,
-             flags=flags[rows, cols], sky=empty if sky is None else sky.astype(np.float32))
+    np.savez(tmp, image=image, error=empty if error is None else error, flags=flags,
+             sky=empty if sky is None else sky)
     os.replace(tmp, out)
     return str(out)
 

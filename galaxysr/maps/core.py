@@ -15,7 +15,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from ..instruments import Band
 
 __all__ = ["MJY_PER_BEAM", "MJY_PER_PIXEL", "FLAG_BLENDED", "FLAG_EDGE", "FLAG_FILLED", "FLAG_LOW_COVERAGE", "MapError",
-           "Map", "convert_factor", "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout"]
+           "Map", "convert_factor", "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout", "extension_header"]
 
 #: The unit every pipeline stage works in.
 MJY_PER_BEAM = u.mJy / u.beam
@@ -154,16 +154,13 @@ class Map:
         """:meth:`to_hdu`, plus the noise map as an ``ERROR`` image extension if there is one."""
         hdus = [self.to_hdu(extra)]
         if self.noise is not None:
-            header = self.wcs.to_header(relax=True)
-            header["BUNIT"] = (hdus[0].header["BUNIT"], "1 sigma uncertainty of the primary image")
-            hdus.append(fits.ImageHDU(np.asarray(self.noise, dtype=np.float32), header=header, name="ERROR"))
+            hdus.append(fits.ImageHDU(np.asarray(self.noise, dtype=np.float32),
+                                      header=extension_header("ERROR", self.wcs, hdus[0].header["BUNIT"])))
         if self.flags is not None:
-            header = self.wcs.to_header(relax=True)
-            header["COMMENT"] = "quality bits per pixel; see galaxysr.catalogue FLAG_* for their meaning"
-            hdus.append(fits.ImageHDU(np.asarray(self.flags, dtype=np.uint8), header=header, name="FLAGS"))
+            hdus.append(fits.ImageHDU(np.asarray(self.flags, dtype=np.uint8), header=extension_header("FLAGS", self.wcs)))
         if self.sky_model is not None:
             hdus.append(fits.ImageHDU(np.asarray(self.sky_model, dtype=np.float32),
-                                      header=sky_model_header(self.sky_wcs, self.sky_oversample), name="SKYMODEL"))
+                                      header=extension_header("SKYMODEL", self.sky_wcs, oversample=self.sky_oversample)))
         return fits.HDUList(hdus)
 
     def to_nddata(self):
@@ -211,12 +208,31 @@ def fitted_card(value):
     return (value, comment[:room]) if room > 0 else value
 
 
-def sky_model_header(wcs: WCS, oversample: int) -> fits.Header:
-    """Header of a ``SKYMODEL`` extension on the sky grid ``wcs``."""
+def extension_header(name: str, wcs: WCS, unit: str | None = None, oversample: int = 1) -> fits.Header:
+    """Header of a map's ``ERROR``, ``FLAGS`` or ``SKYMODEL`` extension, for every writer (in memory
+    and streamed), so that they cannot disagree.
+
+    Parameters
+    ----------
+    name : str
+        ``"ERROR"`` (1σ of the primary image, in ``unit``: its BUNIT), ``"FLAGS"`` (quality bits,
+        :data:`FLAG_FILLED` …) or ``"SKYMODEL"`` (mJy per sky pixel, ``oversample`` sky pixels
+        per map pixel side).
+    wcs : WCS
+        The extension's grid: the map's, or the finer sky grid for ``SKYMODEL``.
+    """
     header = wcs.to_header(relax=True)
-    header["BUNIT"] = (MJY_PER_PIXEL.to_string("fits"), "flux per sky pixel, before the beam")
-    header["SKYOVER"] = (int(oversample), "sky-model pixels per map pixel side")
-    header["COMMENT"] = "the sky model the network drew through the beam to make the primary map"
+    if name == "ERROR":
+        header["BUNIT"] = (unit, "1 sigma uncertainty of the primary image")
+    elif name == "FLAGS":
+        header["COMMENT"] = "quality bits per pixel; see galaxysr.maps FLAG_* and docs/inference.md"
+    elif name == "SKYMODEL":
+        header["BUNIT"] = (MJY_PER_PIXEL.to_string("fits"), "flux per sky pixel, before the beam")
+        header["SKYOVER"] = (int(oversample), "sky-model pixels per map pixel side")
+        header["COMMENT"] = "the sky model the network drew through the beam to make the primary map"
+    else:
+        raise ValueError(f"no extension {name!r}; galaxysr maps have ERROR, FLAGS and SKYMODEL")
+    header["EXTNAME"] = name
     return header
 
 
