@@ -23,7 +23,8 @@ from astropy import units as u
 
 from .config import LossConfig
 from .instruments import FWHM_PER_SIGMA, TARGET_BAND, get_band
-from .model import FluxScaling, draw_through_beam, render_kernel
+from .beam import draw_through_beam, render_kernel
+from .model import FluxScaling
 
 __all__ = ["L1Loss", "MeanFluxLoss", "MedianFluxLoss", "find_sources", "disk_kernel", "aperture_sums", "matched_filter",
            "local_peaks", "ApertureFluxLoss", "PeakFluxLoss", "UncertaintyLoss", "SkyModelLoss", "AdversarialLoss",

@@ -25,6 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .beam import draw_through_beam, render_kernel, render_numpy  # noqa: F401  (re-exported)
 from .config import ConfigRecord
 from .instruments import SPIRE_BANDS, TARGET_BAND, get_band
 
@@ -265,196 +266,122 @@ OUTPUT_BETA_INIT = -3.0
 #: Initial bias of the sky-model head: softplus(−7) ≈ 0.001, a sky of
 #: ≈ 0.02 mJy per 1″ pixel, i.e. a blank map of ≈ 0.4 mJy/beam, not a bright fog.
 SKY_BETA_INIT = -7.0
-#: The sky-model activation works in the asinh domain of the flux scaling (see
-#: build_generator); this caps it where sinh would overflow float32 (≈ 10⁷ Jy per pixel).
-_SKY_Y_MAX = 3.0
-
-
-def render_kernel(sigma_px: float, oversample: int, truncate: float = 4.0) -> np.ndarray:
-    """1-D taps of a peak-normalised Gaussian of ``sigma_px`` *sky* pixels, sampled at the
-    offsets of the sky pixels from an output-pixel centre when ``oversample`` sky pixels
-    make one output pixel (half-integers for even ``oversample``); covers ±``truncate`` σ.
-
-    A sky pixel holding flux S at offset d (sky pixels) from an output-pixel centre
-    contributes S · exp(−d²/2σ²) there, so a source in one sky pixel is drawn as the beam
-    with peak = S (mJy/beam) at its position.
-    """
-    half = int(np.ceil(truncate * sigma_px + 0.5 * (oversample % 2 == 0)))
-    taps = 2 * half + (oversample % 2)  # same parity as oversample: offsets (k − (K−1)/2)
-    offsets = np.arange(taps) - (taps - 1) / 2
-    return np.exp(-0.5 * (offsets / sigma_px) ** 2).astype(np.float32)
-
-
-def render_numpy(sky: np.ndarray, sigma_px: float, oversample: int) -> np.ndarray:
-    """:class:`BeamRender` in NumPy: a (fH, fW) sky (mJy per sky pixel) → the (H, W) map
-    (mJy/beam). Output pixel i is Σ_k sky[f·i + k − P] w_k with w = :func:`render_kernel`
-    and P = (K − f)/2 zero pixels beyond the edges."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    taps = render_kernel(sigma_px, oversample).astype(np.float64)
-    pad = (len(taps) - oversample) // 2
-    out = np.pad(np.asarray(sky, np.float64), pad)
-    for axis in (0, 1):
-        windows = sliding_window_view(out, len(taps), axis=axis)
-        windows = windows[::oversample] if axis == 0 else windows[:, ::oversample]
-        out = windows @ taps
-    return out
-
-
-def _band_matrix(n_out, taps: np.ndarray, oversample: int):
-    """TensorFlow: the (n_out, f·n_out) matrix whose product with a column of sky pixels is
-    :func:`render_kernel`'s taps applied at stride f, zero beyond the ends."""
-    import tensorflow as tf
-
-    f, k = int(oversample), len(taps)
-    pad = (k - f) // 2
-    i = tf.range(n_out)[:, None]
-    j = tf.range(n_out * f)[None, :]
-    offset = j - f * i + pad
-    inside = (offset >= 0) & (offset < k)
-    return tf.where(inside, tf.gather(tf.constant(np.asarray(taps, np.float32)), tf.clip_by_value(offset, 0, k - 1)),
-                    0.0)
-
-
-def draw_through_beam(sky, taps: np.ndarray, oversample: int):
-    """TensorFlow: a sky (B, fH, fW, 1) drawn through the separable beam ``taps``
-    (:func:`render_kernel`) onto the output grid (B, H, W, 1); zero beyond the edges.
-
-    Two products with banded matrices (rows, then columns), which BLAS does far faster on
-    a CPU than one-channel convolutions (measured: the sky-model network trained at
-    6.8 steps/s with ``tf.nn.conv2d`` here, see docs/benchmarks.md). Differentiable.
-    """
-    import tensorflow as tf
-
-    f = int(oversample)
-    image = sky[..., 0]
-    shape = tf.shape(image)
-    rows = _band_matrix(shape[1] // f, taps, f)
-    cols = _band_matrix(shape[2] // f, taps, f)
-    return tf.matmul(tf.matmul(rows, image), cols, transpose_b=True)[..., None]
 
 
 @lru_cache(maxsize=1)
 def galaxysr_layers():
-    """galaxysr's Keras layers, defined (and registered for ``.keras`` loading) on first use
-    so that importing this module does not import Keras: ``PixelShuffle``, ``BeamRender``,
-    ``SkyActivation``, ``AsinhScale`` and ``SpaceToDepth`` (a namespace of classes)."""
+    """galaxysr's Keras layers (:mod:`galaxysr.layers`), imported — and registered for
+    ``.keras`` loading — on first use so that importing this module does not import Keras:
+    ``PixelShuffle``, ``BeamRender``, ``SkyActivation``, ``AsinhScale`` and ``SpaceToDepth``
+    (a namespace of classes)."""
     import types
 
-    import keras
-    from keras import ops
+    from . import layers
 
-    @keras.saving.register_keras_serializable("galaxysr")
-    class PixelShuffle(keras.layers.Layer):
-        """Rearranges (H, W, b²C) into (bH, bW, C): the upsampling step of a sub-pixel
-        convolution (Shi et al. 2016); ``block`` b, default 2."""
-
-        def __init__(self, block: int = 2, **kwargs):
-            super().__init__(**kwargs)
-            self.block = int(block)
-
-        def call(self, x):
-            return ops.depth_to_space(x, self.block)
-
-        def compute_output_shape(self, shape):
-            b = self.block
-            h = None if shape[1] is None else b * shape[1]
-            w = None if shape[2] is None else b * shape[2]
-            return (shape[0], h, w, shape[3] // b**2)
-
-        def get_config(self):
-            return {**super().get_config(), "block": self.block}
-
-    @keras.saving.register_keras_serializable("galaxysr")
-    class SpaceToDepth(keras.layers.Layer):
-        """Rearranges (bH, bW, C) into (H, W, b²C): packs a sky model on a grid ``block``
-        times finer than the map into the map's grid, so both leave the network as one
-        tensor."""
-
-        def __init__(self, block: int = 2, **kwargs):
-            super().__init__(**kwargs)
-            self.block = int(block)
-
-        def call(self, x):
-            return ops.space_to_depth(x, self.block) if self.block > 1 else x
-
-        def compute_output_shape(self, shape):
-            b = self.block
-            h = None if shape[1] is None else shape[1] // b
-            w = None if shape[2] is None else shape[2] // b
-            return (shape[0], h, w, shape[3] * b**2)
-
-        def get_config(self):
-            return {**super().get_config(), "block": self.block}
-
-    @keras.saving.register_keras_serializable("galaxysr")
-    class BeamRender(keras.layers.Layer):
-        """Draws a sky model (B, fH, fW, 1) in mJy per sky pixel through a fixed,
-        peak-normalised Gaussian beam of ``sigma_px`` sky pixels onto the output grid
-        (B, H, W, 1) in mJy/beam (``oversample`` f sky pixels per output pixel side).
-
-        Separable: two banded matrix products (rows, then columns; :func:`_band_matrix`),
-        each reading f sky pixels per output pixel; the taps are :func:`render_kernel`
-        (sampled at the sky pixels' offsets from each output-pixel centre), zero beyond the
-        tile. No weights: the beam is the instrument's, not learnt.
-        """
-
-        def __init__(self, sigma_px: float, oversample: int = 1, **kwargs):
-            super().__init__(trainable=False, **{k: v for k, v in kwargs.items() if k != "trainable"})
-            self.sigma_px, self.oversample = float(sigma_px), int(oversample)
-            self.taps = render_kernel(self.sigma_px, self.oversample)
-
-        def call(self, sky):
-            return draw_through_beam(sky, self.taps, self.oversample)
-
-        def compute_output_shape(self, shape):
-            f = self.oversample
-            h = None if shape[1] is None else shape[1] // f
-            w = None if shape[2] is None else shape[2] // f
-            return (shape[0], h, w, 1)
-
-        def get_config(self):
-            return {**super().get_config(), "sigma_px": self.sigma_px, "oversample": self.oversample}
-
-    @keras.saving.register_keras_serializable("galaxysr")
-    class SkyActivation(keras.layers.Layer):
-        """Non-negative flux (mJy per sky pixel) from a pre-activation z:
-        ``softening · sinh(norm · min(softplus(z), y_max))`` — zero for blank sky, and, in
-        the asinh domain the inputs are scaled in, as wide a range as the inputs have
-        (no ceiling: 2 Jy sources pass)."""
-
-        def __init__(self, softening_mjy: float, norm: float, **kwargs):
-            super().__init__(**kwargs)
-            self.softening_mjy, self.norm = float(softening_mjy), float(norm)
-
-        def call(self, z):
-            y = ops.minimum(ops.softplus(z), _SKY_Y_MAX)
-            return self.softening_mjy * ops.sinh(self.norm * y)
-
-        def get_config(self):
-            return {**super().get_config(), "softening_mjy": self.softening_mjy, "norm": self.norm}
-
-    @keras.saving.register_keras_serializable("galaxysr")
-    class AsinhScale(keras.layers.Layer):
-        """mJy/beam → the network's normalised units (:class:`FluxScaling`.forward)."""
-
-        def __init__(self, softening_mjy: float, ceiling_mjy: float, **kwargs):
-            super().__init__(**kwargs)
-            self.softening_mjy, self.ceiling_mjy = float(softening_mjy), float(ceiling_mjy)
-
-        def call(self, x):
-            return ops.arcsinh(x / self.softening_mjy) / float(np.arcsinh(self.ceiling_mjy / self.softening_mjy))
-
-        def get_config(self):
-            return {**super().get_config(), "softening_mjy": self.softening_mjy, "ceiling_mjy": self.ceiling_mjy}
-
-    return types.SimpleNamespace(PixelShuffle=PixelShuffle, SpaceToDepth=SpaceToDepth, BeamRender=BeamRender,
-                                 SkyActivation=SkyActivation, AsinhScale=AsinhScale)
+    return types.SimpleNamespace(PixelShuffle=layers.PixelShuffle, SpaceToDepth=layers.SpaceToDepth,
+                                 BeamRender=layers.BeamRender, SkyActivation=layers.SkyActivation,
+                                 AsinhScale=layers.AsinhScale)
 
 
 def pixel_shuffle_layer():
     """The ``PixelShuffle`` layer class (registers every galaxysr layer for loading)."""
     return galaxysr_layers().PixelShuffle
+
+
+class _Blocks:
+    """The generator's building blocks for one ModelConfig: synchronised BatchNorm, the
+    LeakyReLU, and the upsampling step its ``upsampling`` setting asks for."""
+
+    def __init__(self, config: ModelConfig):
+        import keras
+
+        self.config, self.keras, self.layers = config, keras, keras.layers
+        self.custom = galaxysr_layers()
+
+    def norm(self, offset: float = 0.0):
+        return self.layers.BatchNormalization(synchronized=True, momentum=0.9,
+                                              beta_initializer=self.keras.initializers.Constant(offset))
+
+    def act(self):
+        return self.layers.LeakyReLU(self.config.leaky_slope)
+
+    def up(self, x, filters: int, name: str, head: bool = False):
+        upsampling = self.config.upsampling
+        if upsampling == "transpose" or (upsampling == "subpixel_head" and not head):
+            return self.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", name=name)(x)
+        x = self.layers.Conv2D(4 * filters, 3, padding="same", name=name)(x)
+        return self.custom.PixelShuffle(name=f"{name}_shuffle")(x)
+
+
+def _unet(b: _Blocks, inputs):
+    """GalaxyGAN's encoder (strided Conv → BatchNorm → LeakyReLU) and decoder (upsampling →
+    BatchNorm (+ Dropout) → LeakyReLU, skips concatenated): features at half the output pixels."""
+    config, layers = b.config, b.layers
+    x, skips = inputs, []
+    for level in range(config.depth):
+        filters = config.base_filters * min(2**level, config.max_filter_factor)
+        x = layers.Conv2D(filters, 4, strides=2, padding="same", name=f"down{level}_conv")(x)
+        x = b.act()(b.norm()(x))
+        skips.append(x)
+    for i, level in enumerate(reversed(range(config.depth - 1))):
+        filters = config.base_filters * min(2**level, config.max_filter_factor)
+        x = b.norm()(b.up(x, filters, f"up{level}_deconv"))
+        if i < config.dropout_levels:
+            x = layers.Dropout(config.dropout)(x)
+        x = layers.Concatenate()([b.act()(x), skips[level]])
+    return x
+
+
+def _sky_head(b: _Blocks, features, inputs):
+    """The sky model and the map drawn from it: ``(map in network units, sky, features)``.
+
+    A sub-pixel convolution from the last decoder level (2 output pixels per feature pixel)
+    straight to the sky grid (× sky_oversample more) and a non-negative activation in mJy per
+    sky pixel; then the fixed beam draws the map. As in pix2pix's outermost layer there is no
+    BatchNorm here: the convolution's bias starts the sky blank (SKY_BETA_INIT), and a BatchNorm
+    over the fine grid cost a sixth of a training step on a CPU."""
+    from astropy import units as u
+
+    config, layers, custom = b.config, b.layers, b.custom
+    f = config.sky_oversample
+    block = 2 * f
+    if config.full_resolution_head:
+        # One more decoder level, at the output pixel scale, with the inputs themselves
+        # as its skip: every 2″ pixel gets features of its own, so the head draws compact
+        # sources instead of patterns repeated across 4″ feature cells.
+        x = b.act()(b.norm()(b.up(features, config.base_filters, "up_full_deconv", head=True)))
+        x = layers.Concatenate()([x, inputs])
+        x = layers.Conv2D(config.base_filters, 3, padding="same", name="full_conv")(x)
+        features = b.act()(b.norm()(x))
+        block = f
+    scaling = config.scaling
+    z = layers.Conv2D(block**2, 3, padding="same", name="sky_conv",
+                      bias_initializer=b.keras.initializers.Constant(SKY_BETA_INIT))(features)
+    z = custom.SkyActivation(scaling.softening_mjy, scaling._norm, name="sky_model")(z)  # elementwise
+    sky = custom.PixelShuffle(block=block, name="sky_shuffle")(z) if block > 1 else z
+    sigma = get_band(config.target_band).sigma_pixels(config.sky_pixel_arcsec * u.arcsec)
+    drawn = custom.BeamRender(sigma, f, name="beam")(sky)
+    return custom.AsinhScale(scaling.softening_mjy, scaling.ceiling_mjy, name="scuba2_450")(drawn), sky, features
+
+
+def _map_head(b: _Blocks, features):
+    """The legacy map head (galaxysr ≤ 0.2): the map itself, through a sigmoid.
+
+    BatchNorm centres its output on beta, so sigmoid(BN) starts at sigmoid(beta); the sky is
+    mostly blank, so start near blank sky (sigmoid(-3) ≈ 1 mJy/beam) rather than at 0.5
+    (≈ 50 mJy/beam), which Adam would need thousands of steps to walk down from."""
+    x = b.norm(offset=OUTPUT_BETA_INIT)(b.up(features, 1, "out_deconv", head=True))
+    return b.layers.Activation("sigmoid", name="scuba2_450")(x)
+
+
+def _error_head(b: _Blocks, features):
+    """The error scale, positive, in normalised units; starts small (softplus(-4) ≈ 0.018)."""
+    layers = b.layers
+    full = b.config.has_sky and b.config.full_resolution_head
+    scale = layers.Conv2D(1, 3, padding="same", name="error_conv")(features) if full else \
+        b.up(features, 1, "error_deconv", head=True)
+    return layers.Activation("softplus", name="error_scale")(layers.Rescaling(1.0, offset=-4.0,
+                                                                                name="error_offset")(scale))
 
 
 def build_generator(config: ModelConfig = ModelConfig()):
@@ -466,89 +393,20 @@ def build_generator(config: ModelConfig = ModelConfig()):
     Batch normalisation is synchronised across replicas, so a batch split over several
     devices normalises exactly like the same batch on one device.
     """
-    import keras
-    from keras import layers
-
-    from astropy import units as u
-
-    custom = galaxysr_layers()
-    pixel_shuffle = custom.PixelShuffle
-
-    def norm(offset: float = 0.0):
-        return layers.BatchNormalization(synchronized=True, momentum=0.9,
-                                         beta_initializer=keras.initializers.Constant(offset))
-
-    def up(x, filters: int, name: str, head: bool = False):
-        if config.upsampling == "transpose" or (config.upsampling == "subpixel_head" and not head):
-            return layers.Conv2DTranspose(filters, 4, strides=2, padding="same", name=name)(x)
-        x = layers.Conv2D(4 * filters, 3, padding="same", name=name)(x)
-        return pixel_shuffle(name=f"{name}_shuffle")(x)
-
-    inputs = keras.Input(shape=(None, None, config.n_channels), name="spire")
-    x = inputs
-    skips = []
-    for level in range(config.depth):
-        filters = config.base_filters * min(2**level, config.max_filter_factor)
-        x = layers.Conv2D(filters, 4, strides=2, padding="same", name=f"down{level}_conv")(x)
-        x = norm()(x)
-        x = layers.LeakyReLU(config.leaky_slope)(x)
-        skips.append(x)
-    for i, level in enumerate(reversed(range(config.depth - 1))):
-        filters = config.base_filters * min(2**level, config.max_filter_factor)
-        x = up(x, filters, f"up{level}_deconv")
-        x = norm()(x)
-        if i < config.dropout_levels:
-            x = layers.Dropout(config.dropout)(x)
-        x = layers.LeakyReLU(config.leaky_slope)(x)
-        x = layers.Concatenate()([x, skips[level]])
-    features = x
+    b = _Blocks(config)
+    inputs = b.keras.Input(shape=(None, None, config.n_channels), name="spire")
+    features = _unet(b, inputs)
     if config.has_sky:
-        # The sky model: a sub-pixel convolution from the last decoder level (2 output pixels
-        # per feature pixel) straight to the sky grid (× sky_oversample more), BatchNorm, and
-        # a non-negative activation in mJy per sky pixel; then the fixed beam draws the map.
-        # As in pix2pix's outermost layer there is no BatchNorm here: the convolution's bias
-        # starts the sky blank (SKY_BETA_INIT), and a BatchNorm over the fine grid cost a
-        # sixth of a training step on a CPU.
-        f = config.sky_oversample
-        block = 2 * f
-        if config.full_resolution_head:
-            # One more decoder level, at the output pixel scale, with the inputs themselves
-            # as its skip: every 2″ pixel gets features of its own, so the head draws compact
-            # sources instead of patterns repeated across 4″ feature cells.
-            x = up(features, config.base_filters, "up_full_deconv", head=True)
-            x = norm()(x)
-            x = layers.LeakyReLU(config.leaky_slope)(x)
-            x = layers.Concatenate()([x, inputs])
-            x = layers.Conv2D(config.base_filters, 3, padding="same", name="full_conv")(x)
-            x = norm()(x)
-            features = layers.LeakyReLU(config.leaky_slope)(x)
-            block = f
-        scaling = config.scaling
-        z = layers.Conv2D(block**2, 3, padding="same", name="sky_conv",
-                          bias_initializer=keras.initializers.Constant(SKY_BETA_INIT))(features)
-        z = custom.SkyActivation(scaling.softening_mjy, scaling._norm, name="sky_model")(z)  # elementwise
-        sky = pixel_shuffle(block=block, name="sky_shuffle")(z) if block > 1 else z
-        sigma = get_band(config.target_band).sigma_pixels(config.sky_pixel_arcsec * u.arcsec)
-        drawn = custom.BeamRender(sigma, f, name="beam")(sky)
-        outputs = [custom.AsinhScale(scaling.softening_mjy, scaling.ceiling_mjy, name="scuba2_450")(drawn)]
+        drawn, sky, features = _sky_head(b, features, inputs)
+        outputs = [drawn]
     else:
-        x = up(features, 1, "out_deconv", head=True)
-        # BatchNorm centres its output on beta, so sigmoid(BN) starts at sigmoid(beta); the
-        # sky is mostly blank, so start near blank sky (sigmoid(-3) ≈ 1 mJy/beam) rather than
-        # at 0.5 (≈ 50 mJy/beam), which Adam would need thousands of steps to walk down from.
-        x = norm(offset=OUTPUT_BETA_INIT)(x)
-        outputs = [layers.Activation("sigmoid", name="scuba2_450")(x)]
+        outputs = [_map_head(b, features)]
     if config.uncertainty_head:
-        # The error scale, positive, in normalised units; starts small (softplus(-4) ≈ 0.018).
-        full = config.has_sky and config.full_resolution_head
-        scale = layers.Conv2D(1, 3, padding="same", name="error_conv")(features) if full else \
-            up(features, 1, "error_deconv", head=True)
-        outputs.append(layers.Activation("softplus", name="error_scale")(
-            layers.Rescaling(1.0, offset=-4.0, name="error_offset")(scale)))
+        outputs.append(_error_head(b, features))
     if config.has_sky:
-        outputs.append(custom.SpaceToDepth(config.sky_oversample, name="sky_packed")(sky))
-    out = outputs[0] if len(outputs) == 1 else layers.Concatenate(name="outputs")(outputs)
-    return keras.Model(inputs, out, name="galaxysr_unet")
+        outputs.append(b.custom.SpaceToDepth(config.sky_oversample, name="sky_packed")(sky))
+    out = outputs[0] if len(outputs) == 1 else b.layers.Concatenate(name="outputs")(outputs)
+    return b.keras.Model(inputs, out, name="galaxysr_unet")
 
 
 def build_discriminator(config: ModelConfig = ModelConfig(), filters: int = 32, levels: int = 3):

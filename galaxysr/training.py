@@ -28,8 +28,8 @@ from .datasets import DataConfig, TileStream, load_pairs
 from .model import ModelConfig
 
 __all__ = ["ARTIFACT_FILES", "TrainConfig", "learning_rate_schedule", "SpikeWatch", "make_strategy", "write_config",
-           "command_line", "git_commit", "provenance", "portable", "Trainer", "export_saved_model",
-           "export_artifact", "train"]
+           "command_line", "git_commit", "provenance", "portable", "CheckpointPolicy", "Reporter", "Trainer",
+           "export_saved_model", "export_artifact", "train"]
 
 ARTIFACT_FILES = ("saved_model", "model.keras", "config.json", "metrics.json")
 
@@ -246,27 +246,173 @@ def write_config(config: TrainConfig, path: Path, extra: dict | None = None) -> 
     path.write_text(json.dumps(payload, indent=2))
 
 
-class Trainer:
-    """Holds model, optimizer, data and step functions of one run."""
+class CheckpointPolicy:
+    """Where a run's checkpoints live and who writes them.
 
-    def __init__(self, config: TrainConfig, progress: bool = True, strategy=None, after_pauses: float = 0.0):
-        import keras
+    Multi-worker runs share ``--out``: the chief keeps the checkpoints (the last three), every
+    worker restores from them, and the others save to scratch folders they delete again (saving
+    is a collective operation every worker must join).
+    """
+
+    def __init__(self, checkpoint, out: Path, strategy):
         import tensorflow as tf
 
-        self.config, self.progress = config, progress
+        self.checkpoint, self.chief = checkpoint, _is_chief(strategy)
+        chief_dir = out / "checkpoints"
+        folder = chief_dir if self.chief else out / f"checkpoints_worker{_task_id(strategy)}"
+        self.manager = tf.train.CheckpointManager(checkpoint, str(folder), max_to_keep=3)
+        self.restored = tf.train.latest_checkpoint(str(chief_dir))
+
+    def restore(self) -> bool:
+        """Restore the chief's latest checkpoint, if there is one."""
+        if self.restored:
+            self.checkpoint.restore(self.restored).assert_existing_objects_matched()
+        return bool(self.restored)
+
+    def save(self, number: int) -> str:
+        """Checkpoint after step ``number``; returns what to report."""
+        import tensorflow as tf
+
+        path = self.manager.save(checkpoint_number=number)
+        if not self.chief:
+            tf.io.gfile.rmtree(self.manager.directory)
+            return "saved by the chief"
+        return f"saved ({Path(path).name})"
+
+
+class Reporter:
+    """What a run says while it trains (chief only): the progress bar, one line per epoch (mean
+    losses, steady rate, ETA, checkpoint), loss-spike notes (:class:`SpikeWatch`), TensorBoard
+    scalars of both phases (``sim/*``, ``real/*`` every ``log_every`` steps *of that phase*, and
+    their epoch means) and preview images; and the epoch history the run returns."""
+
+    def __init__(self, config: TrainConfig, out: Path, chief: bool, progress: bool, replicas: int,
+                 after_pauses: float = 0.0):
+        import tensorflow as tf
+
+        self.config, self.chief, self.progress = config, chief, progress
+        self.replicas, self.after_pauses = replicas, float(after_pauses)
+        self.writer = tf.summary.create_file_writer(str(out / "logs")) if chief else tf.summary.create_noop_writer()
+        self.bar = None
+
+    def begin(self, start: int) -> None:
+        from tqdm import tqdm
+
+        config = self.config
+        # No ETA on the bar: the epoch lines carry the steady-rate one (tqdm's own jumps with
+        # every end-of-epoch pause).
+        self.bar = tqdm(total=config.total_steps, initial=start, unit="step", disable=not self.progress,
+                        desc=f"training ({self.replicas} replica(s))", dynamic_ncols=True,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+        self.history, self.sums, self.counts = [], {}, {}
+        self.started = time.perf_counter()
+        self.rate = _SteadyRate(config.steps_per_epoch)
+        self.watch = SpikeWatch()
+        self.done = {"sim": 0, "real": 0}  # steps of each kind this session (counts resets each epoch)
+
+    def step(self, step: int, kind: str, logs: dict, seconds: float, learning_rate, last: bool) -> None:
+        """After global step ``step`` (0-based) of ``kind``, which took ``seconds``;
+        ``learning_rate()`` gives the current rate when a summary is written."""
+        import tensorflow as tf
+
+        config = self.config
+        self.watch.step(step + 1, kind, logs["total"], logs.get("grad_norm", float("nan")))
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        self.done[kind] += 1
+        sums = self.sums.setdefault(kind, {})
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + v
+        done_of_kind = config.steps_before(step + 1)[0 if kind == "sim" else 1]
+        if done_of_kind % config.log_every == 1 or config.log_every == 1 or last:
+            with self.writer.as_default(step=step):
+                for k, v in logs.items():
+                    tf.summary.scalar(f"{kind}/{k}", v)
+                tf.summary.scalar("learning_rate", learning_rate())
+            self.bar.set_postfix({f"{kind}_loss": f"{logs['total']:.4f}"}, refresh=False)
+        self.bar.update(1)
+        if self.done[kind] > _WARMUP_STEPS:  # the first steps of each kind trace their graphs: not the rate
+            self.rate.step(seconds)
+
+    def epoch(self, step: int, valid: dict, saved: str, pause_seconds: float, images: dict | None) -> None:
+        """At the end of an epoch (or of the run) after step ``step``: validation losses, what
+        the checkpoint said, how long the pause took and preview images (name → array)."""
+        import tensorflow as tf
+
+        config = self.config
+        self.watch.validation(step + 1, valid["total"])
+        # Training losses are means over the steps of this epoch (of this session).
+        means = {kind: {k: v / self.counts[kind] for k, v in d.items()} for kind, d in self.sums.items()}
+        self.history.append({"step": step + 1, **{f"valid_{k}": v for k, v in valid.items()},
+                             **{f"{kind}_{k}": v for kind, d in means.items() for k, v in d.items()},
+                             "spikes": len(self.watch.epoch)})
+        self.sums, self.counts = {}, {}
+        with self.writer.as_default(step=step):
+            for k, v in valid.items():
+                tf.summary.scalar(f"valid/{k}", v)
+            for kind, d in means.items():
+                for k, v in d.items():
+                    tf.summary.scalar(f"{kind}_epoch/{k}", v)
+            for name, image in (images or {}).items():
+                tf.summary.image(name, image, step=step, max_outputs=len(image))
+        self.rate.pause(pause_seconds)
+        losses = "  ".join(f"{kind} {d['total']:.4f}" for kind, d in means.items())
+        remaining = config.total_steps - step - 1
+        eta = self.rate.eta(remaining, -(-remaining // config.steps_per_epoch), self.after_pauses)
+        self.say(f"epoch {(step + 1 + config.steps_per_epoch - 1) // config.steps_per_epoch}/{config.epochs} "
+                 f"step {step + 1}: loss {losses}  valid {valid['total']:.4f}  |  {self.rate.rate():.2f} steps/s"
+                 f"{f', ETA {eta}' if eta else ''}  |  checkpoint {saved}")
+        for line in self.watch.report(config.clip_global_norm):
+            self.say(line)
+
+    def end(self, steps: int) -> dict:
+        """Close the bar and the summaries; the run's history, time, pauses and spikes."""
+        if self.bar is not None:
+            self.bar.close()
+        self.writer.flush()
+        pauses = self.rate.pauses if self.bar is not None else []
+        return {"history": getattr(self, "history", []), "seconds": time.perf_counter() - self.started,
+                "steps": steps, "pause_seconds": float(np.mean(pauses)) if pauses else float("nan"),
+                "spikes": self.watch.all}
+
+    def say(self, line: str) -> None:
+        """One line of progress from the chief (through tqdm when a bar is showing)."""
+        if not self.chief:
+            return
+        if self.bar is not None and not self.bar.disable:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+
+class Trainer:
+    """Holds the state of one run — data streams, model, optimizers, losses, checkpoint — and
+    its step functions; :meth:`run` is the loop."""
+
+    def __init__(self, config: TrainConfig, progress: bool = True, strategy=None, after_pauses: float = 0.0):
+        import tensorflow as tf
+
         if config.deterministic:
             # Process-wide: every op from here on picks a deterministic kernel (or raises).
             tf.config.experimental.enable_op_determinism()
-        # Work after the last step (the calibration train.py runs), in units of one
-        # end-of-epoch pause (validation + checkpoint), so the ETA covers the whole run.
-        self.after_pauses = float(after_pauses)
+        self.config = config
         self.out = Path(config.out_dir)
         self.strategy = make_strategy(config.strategy) if strategy is None else strategy
         self.chief = _is_chief(self.strategy)
         self.out.mkdir(parents=True, exist_ok=True)
         _check_resume(config, self.out)
+        self._load_data(progress)  # first: bad inputs fail before any model is built
+        self._build()
+        self.checkpoints = CheckpointPolicy(self._checkpoint(), self.out, self.strategy)
+        if not self.checkpoints.restore() and self.config.init_from:
+            self._initialise_from(self.config.init_from)
+        # Work after the last step (the calibration train.py runs), in units of one
+        # end-of-epoch pause (validation + checkpoint), so the ETA covers the whole run.
+        self.report = Reporter(self.config, self.out, self.chief, progress, self.strategy.num_replicas_in_sync,
+                               after_pauses)
+        self._step_fns = {kind: self._make_step(kind) for kind in ("sim", "real")}
 
-        # Data first: bad inputs fail before any model is built.
+    def _load_data(self, progress: bool) -> None:
+        config = self.config
         sim, valid, real = load_pairs(config.data, config.model, progress, config.loss.sky_fwhm_arcsec)
         self.sim_stream = TileStream(sim, config.model, seed=config.seed * 2 + 1, name="simulated fields")
         self.real_stream = (TileStream(real, config.model, seed=config.seed * 2 + 2,
@@ -277,10 +423,16 @@ class Trainer:
         self.valid = TileStream([valid], config.model, seed=10_000 + config.seed,
                                 name="validation field").take(config.data.n_valid_tiles)
 
+    def _build(self) -> None:
+        import keras
+        import tensorflow as tf
+
+        from .losses import CombinedLoss
+        from .model import build_discriminator, build_generator
+
+        config = self.config
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
-            from .model import build_generator
-
             self.model = build_generator(config.model)
             self.optimizer = keras.optimizers.Adam(learning_rate_schedule(config), beta_1=config.beta_1,
                                                    global_clipnorm=config.clip_global_norm)
@@ -288,38 +440,29 @@ class Trainer:
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.discriminator = self.d_optimizer = None
             if config.loss.adversarial > 0:
-                from .model import build_discriminator
-
                 self.discriminator = build_discriminator(config.model)
                 # pix2pix's discriminator optimiser: Adam 2e-4, beta_1 0.5, constant.
                 self.d_optimizer = keras.optimizers.Adam(2e-4, beta_1=0.5)
                 self.d_optimizer.build(self.discriminator.trainable_variables)
-        from .losses import CombinedLoss
-
         self.losses = {kind: CombinedLoss.from_configs(config.loss, config.model, real=(kind == "real"))
                        for kind in ("sim", "real")}
+
+    def _checkpoint(self):
+        import tensorflow as tf
+
         # Dropout RNG states are model variables that tf.train.Checkpoint does not reach
         # through the model; save them explicitly so a resumed run draws the same masks.
         rng_states = {f"dropout_rng_{i}": v for i, v in
                       enumerate(v for v in self.model.variables if "seed_generator" in v.path)}
         adversary = ({"discriminator": self.discriminator, "d_optimizer": self.d_optimizer}
                      if self.discriminator is not None else {})
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
-                                              rng=rng_states, **adversary)
-        # Multi-worker runs share --out: the chief keeps the checkpoints, every worker
-        # restores from them, and the others save to scratch folders they delete again
-        # (saving is a collective operation every worker must join).
-        chief_dir = self.out / "checkpoints"
-        ckpt_dir = chief_dir if self.chief else self.out / f"checkpoints_worker{_task_id(self.strategy)}"
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(ckpt_dir), max_to_keep=3)
-        self.restored = tf.train.latest_checkpoint(str(chief_dir))
-        if self.restored:
-            self.checkpoint.restore(self.restored).assert_existing_objects_matched()
-        elif config.init_from:
-            self._initialise_from(config.init_from)
-        self.writer = tf.summary.create_file_writer(str(self.out / "logs")) if self.chief else \
-            tf.summary.create_noop_writer()
-        self._step_fns = {kind: self._make_step(kind) for kind in ("sim", "real")}
+        return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step, rng=rng_states,
+                                   **adversary)
+
+    @property
+    def restored(self) -> str | None:
+        """The checkpoint this run resumed from, if any."""
+        return self.checkpoints.restored
 
     # -- data ---------------------------------------------------------------------------
     def _distributed(self, stream: TileStream, start_sample: int):
@@ -332,6 +475,14 @@ class Trainer:
                                   shard=context.input_pipeline_id, num_shards=context.num_input_pipelines)
 
         return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+
+    def _iterators(self, start: int) -> dict:
+        """Distributed batch iterators of each kind, positioned after ``start`` global steps."""
+        n_sim, n_real = self.config.steps_before(start)
+        iterators = {"sim": self._distributed(self.sim_stream, n_sim * self.config.batch_size)}
+        if self.real_stream is not None:
+            iterators["real"] = self._distributed(self.real_stream, n_real * self.config.batch_size)
+        return iterators
 
     # -- steps --------------------------------------------------------------------------
     def _make_step(self, kind: str):
@@ -393,93 +544,34 @@ class Trainer:
 
     # -- loop ---------------------------------------------------------------------------
     def run(self, max_steps: int | None = None) -> dict:
-        """Train until ``config.total_steps`` (or ``max_steps``, for splitting a run).
-
-        Prints one line per epoch (mean simulated, real and validation losses, rate, ETA,
-        checkpoint), and writes TensorBoard scalars of both phases (``sim/*``, ``real/*``)
-        every ``log_every`` steps *of that phase*, and their epoch means.
-        """
-        import tensorflow as tf
-        from tqdm import tqdm
-
-        config = self.config
+        """Train until ``config.total_steps`` (or ``max_steps``, for splitting a run); the
+        :class:`Reporter` says what happens."""
+        config, report = self.config, self.report
         start = int(self.step.numpy())
         stop = config.total_steps if max_steps is None else min(max_steps, config.total_steps)
         if self.chief:
             write_config(config, self.out / "config.json")
         if start > 0:
-            origin = f" ({Path(self.restored).name})" if self.restored else ""
-            self._say(f"resumed from step {start} of {config.total_steps}{origin}")
-        n_sim, n_real = config.steps_before(start)
-        iterators = {"sim": self._distributed(self.sim_stream, n_sim * config.batch_size)}
-        if self.real_stream is not None:
-            iterators["real"] = self._distributed(self.real_stream, n_real * config.batch_size)
-        # No ETA on the bar: the epoch lines carry the steady-rate one (tqdm's own jumps with
-        # every end-of-epoch pause).
-        bar = tqdm(total=config.total_steps, initial=start, unit="step", disable=not self.progress,
-                   desc=f"training ({self.strategy.num_replicas_in_sync} replica(s))", dynamic_ncols=True,
-                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
-        history, sums, counts = [], {}, {}
-        started = time.perf_counter()
-        rate = _SteadyRate(config.steps_per_epoch)
-        watch = SpikeWatch()
-        done = {k: 0 for k in iterators}  # steps of each kind this session (counts resets each epoch)
+            report.say(f"resumed from step {start} of {config.total_steps}"
+                       + (f" ({Path(self.restored).name})" if self.restored else ""))
+        iterators = self._iterators(start)
+        report.begin(start)
         for step in range(start, stop):
             kind = "real" if config.is_real_step(step) else "sim"
-            step_started = time.perf_counter()
+            began = time.perf_counter()
             logs = {k: float(v) for k, v in self._step_fns[kind](iterators[kind]).items()}
             self.step.assign_add(1)
-            watch.step(step + 1, kind, logs["total"], logs.get("grad_norm", float("nan")))
-            counts[kind] = counts.get(kind, 0) + 1
-            done[kind] += 1
-
-            for k, v in logs.items():
-                sums.setdefault(kind, {})[k] = sums.get(kind, {}).get(k, 0.0) + v
-            done_of_kind = config.steps_before(step + 1)[0 if kind == "sim" else 1]
-            if done_of_kind % config.log_every == 1 or config.log_every == 1 or step + 1 == stop:
-                with self.writer.as_default(step=step):
-                    for k, v in logs.items():
-                        tf.summary.scalar(f"{kind}/{k}", v)
-                    tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate))
-                bar.set_postfix({f"{kind}_loss": f"{logs['total']:.4f}"}, refresh=False)
-            bar.update(1)
-            if done[kind] > _WARMUP_STEPS:  # the first steps of each kind trace their graphs: not the rate
-                rate.step(time.perf_counter() - step_started)
+            report.step(step, kind, logs, time.perf_counter() - began, lambda: float(self.optimizer.learning_rate),
+                        last=step + 1 == stop)
             end_of_epoch = (step + 1) % config.steps_per_epoch == 0
             if end_of_epoch or step + 1 == stop:
-                started_pause = time.perf_counter()
+                began = time.perf_counter()
                 valid = self.validate()
-                watch.validation(step + 1, valid["total"])
-                # Training losses are means over the steps of this epoch (of this session).
-                means = {kind: {k: v / counts[kind] for k, v in d.items()} for kind, d in sums.items()}
-                history.append({"step": step + 1, **{f"valid_{k}": v for k, v in valid.items()},
-                                **{f"{kind}_{k}": v for kind, d in means.items() for k, v in d.items()},
-                                "spikes": len(watch.epoch)})
-                sums, counts = {}, {}
-                with self.writer.as_default(step=step):
-                    for k, v in valid.items():
-                        tf.summary.scalar(f"valid/{k}", v)
-                    for kind, d in means.items():
-                        for k, v in d.items():
-                            tf.summary.scalar(f"{kind}_epoch/{k}", v)
-                    if end_of_epoch:
-                        self._image_summary(step)
-                saved = self._save(step + 1)
-                rate.pause(time.perf_counter() - started_pause)
-                losses = "  ".join(f"{kind} {d['total']:.4f}" for kind, d in means.items())
-                remaining = config.total_steps - step - 1
-                eta = rate.eta(remaining, -(-remaining // config.steps_per_epoch), self.after_pauses)
-                self._say(f"epoch {(step + 1 + config.steps_per_epoch - 1) // config.steps_per_epoch}/{config.epochs} "
-                          f"step {step + 1}: loss {losses}  valid {valid['total']:.4f}  |  {rate.rate():.2f} steps/s"
-                          f"{f', ETA {eta}' if eta else ''}  |  checkpoint {saved}", bar)
-                for line in watch.report(config.clip_global_norm):
-                    self._say(line, bar)
-        bar.close()
-        self.writer.flush()
-        elapsed = time.perf_counter() - started
-        return {"history": history, "seconds": elapsed, "steps": stop - start,
-                "pause_seconds": float(np.mean(rate.pauses)) if rate.pauses else float("nan"),
-                "spikes": watch.all}
+                images = self._preview() if end_of_epoch else None
+                saved = self.checkpoints.save(step + 1)
+                report.epoch(step, valid, saved, time.perf_counter() - began, images)
+        return report.end(stop - start)
+
 
     def _initialise_from(self, folder: str) -> None:
         """Start from the weights of the model in ``folder`` (a train.py model folder)."""
@@ -498,33 +590,12 @@ class Trainer:
             raise ValueError(f"{folder}: its architecture differs from this run's ({error}); use the same "
                              "model settings to start from it") from None
 
-    def _save(self, number: int) -> str:
-        """Checkpoint after step ``number``; returns what to report."""
-        import tensorflow as tf
-
-        path = self.manager.save(checkpoint_number=number)
-        if not self.chief:
-            tf.io.gfile.rmtree(self.manager.directory)
-            return "saved by the chief"
-        return f"saved ({Path(path).name})"
-
-    def _say(self, line: str, bar=None) -> None:
-        """One line of progress from the chief (through tqdm when a bar is showing)."""
-        if not self.chief:
-            return
-        if bar is not None and not bar.disable:
-            bar.write(line)
-        else:
-            print(line, flush=True)
-
-    def _image_summary(self, step: int, n: int = 3) -> None:
-        import tensorflow as tf
-
+    def _preview(self, n: int = 3) -> dict:
+        """Input, target and output of the first ``n`` validation tiles, as TensorBoard images."""
         inputs, targets = self.valid[0][:n], self.valid[1][:n]
         outputs = self.model(inputs, training=False).numpy()
-        tf.summary.image("input_spire_250", inputs[..., :1].clip(0, 1), step=step, max_outputs=n)
-        tf.summary.image("target_450", np.nan_to_num(targets[..., :1]).clip(0, 1), step=step, max_outputs=n)
-        tf.summary.image("output_450", outputs[..., :1], step=step, max_outputs=n)
+        return {"input_spire_250": inputs[..., :1].clip(0, 1), "target_450": np.nan_to_num(targets[..., :1]).clip(0, 1),
+                "output_450": outputs[..., :1]}
 
     def export(self, metrics: dict | None = None) -> Path:
         """Write the ModelArtifact folder ``out_dir/model`` (chief only)."""
