@@ -50,30 +50,31 @@ class FluxScaling(ConfigRecord):
     ceiling_mjy: float = 500.0
 
     @property
-    def _norm(self) -> float:
+    def norm(self) -> float:
+        """asinh(ceiling / softening): the network value of ``ceiling_mjy``'s stretch, 1."""
         return float(np.arcsinh(self.ceiling_mjy / self.softening_mjy))
 
     def forward(self, flux_mjy):
         """mJy/beam → normalised (works on NumPy arrays and tensors)."""
         if isinstance(flux_mjy, np.ndarray) or np.isscalar(flux_mjy):
-            return np.arcsinh(np.asarray(flux_mjy) / self.softening_mjy) / self._norm
+            return np.arcsinh(np.asarray(flux_mjy) / self.softening_mjy) / self.norm
         import tensorflow as tf
 
-        return tf.asinh(flux_mjy / self.softening_mjy) / self._norm
+        return tf.asinh(flux_mjy / self.softening_mjy) / self.norm
 
     def inverse(self, y):
         """Normalised → mJy/beam (works on NumPy arrays and tensors)."""
         if isinstance(y, np.ndarray) or np.isscalar(y):
-            return self.softening_mjy * np.sinh(np.asarray(y) * self._norm)
+            return self.softening_mjy * np.sinh(np.asarray(y) * self.norm)
         import tensorflow as tf
 
-        return self.softening_mjy * tf.sinh(y * self._norm)
+        return self.softening_mjy * tf.sinh(y * self.norm)
 
     def error_mjy(self, y: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """1σ error (mJy/beam) of a predicted value ``y`` whose Laplace error scale in
         normalised units is ``scale``: √2 × scale × dS/dy (NumPy)."""
         y = np.asarray(y, np.float64)
-        return np.sqrt(2.0) * np.asarray(scale) * self.softening_mjy * self._norm * np.cosh(y * self._norm)
+        return np.sqrt(2.0) * np.asarray(scale) * self.softening_mjy * self.norm * np.cosh(y * self.norm)
 
 
 #: Settings of experiments that galaxysr 0.4 removed (docs/training.md records how they did),
@@ -357,7 +358,7 @@ def _sky_head(b: _Blocks, features, inputs):
     scaling = config.scaling
     z = layers.Conv2D(block**2, 3, padding="same", name="sky_conv",
                       bias_initializer=b.keras.initializers.Constant(SKY_BETA_INIT))(features)
-    z = custom.SkyActivation(scaling.softening_mjy, scaling._norm, name="sky_model")(z)  # elementwise
+    z = custom.SkyActivation(scaling.softening_mjy, scaling.norm, name="sky_model")(z)  # elementwise
     sky = custom.PixelShuffle(block=block, name="sky_shuffle")(z) if block > 1 else z
     sigma = get_band(config.target_band).sigma_pixels(config.sky_pixel_arcsec * u.arcsec)
     drawn = custom.BeamRender(sigma, f, name="beam")(sky)

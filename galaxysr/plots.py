@@ -51,9 +51,12 @@ def _label(name):
     return METHOD_LABELS.get(name, name)
 
 
-def evaluation_figures(results: dict, out: Path, prefix: str = "") -> dict[str, Path]:
+def evaluation_figures(results: dict, out: Path, prefix: str = "", injection_targets: dict | None = None
+                       ) -> dict[str, Path]:
     """Write the report's PNGs into ``out`` (file names start with ``prefix``); returns
-    {title: path}."""
+    {title: path}. ``injection_targets`` (:data:`galaxysr.evaluate.injection.INJECTION_TARGETS`,
+    passed in so that this module does not reach back into ``evaluate``) shades the target
+    ranges of the injection figure."""
     figures = {}
     example = results.get("_example")
     if example is not None:
@@ -65,16 +68,16 @@ def evaluation_figures(results: dict, out: Path, prefix: str = "") -> dict[str, 
     if results.get("_z"):
         figures["error calibration"] = z_histograms(results, out / f"{prefix}z.png")
     if results.get("injection"):
-        figures["injection–recovery"] = injection_figure(results["injection"], out / f"{prefix}injection.png")
+        figures["injection–recovery"] = injection_figure(results["injection"], out / f"{prefix}injection.png",
+                                                         injection_targets or {})
     return figures
 
 
-def injection_figure(injection: dict, path: Path) -> Path:
+def injection_figure(injection: dict, path: Path, targets: dict) -> Path:
     """Injection–recovery: FWHM, peak/true, integrated/true and offset against the injected
     450 µm flux, one line per scenario, target ranges shaded; and the stacked response of the
-    brightest injected sources in the first scenario."""
-    from .evaluate.injection import INJECTION_TARGETS
-
+    brightest injected sources in the first scenario. ``targets``: scenario kind (``noise``,
+    ``sky``) → ((flux range), quantity, low, high) target ranges, shaded."""
     quantities = [("fwhm_arcsec", "FWHM of the response [″]"), ("peak_ratio", "peak / true"),
                   ("integrated_ratio", "integrated / true"), ("median_offset_arcsec", "median offset [″]")]
     fig, axes = _subplots(1, len(quantities), figsize=(15, 3.6))
@@ -85,7 +88,7 @@ def injection_figure(injection: dict, path: Path) -> Path:
                     label=name.replace("_", " "))
     for ax, (q, title) in zip(axes, quantities):
         for kind, style in (("noise", dict(color="grey", alpha=0.15)), ("sky", dict(color="C2", alpha=0.1))):
-            for (lo, hi), quantity, low, high in INJECTION_TARGETS[kind]:
+            for (lo, hi), quantity, low, high in targets.get(kind, ()):
                 if quantity == q and lo == hi:
                     continue
                 if quantity == q:

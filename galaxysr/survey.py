@@ -115,14 +115,14 @@ def _read_cutout(path: str, band: str, job, region: tuple[int, int, int, int], n
     from astropy.wcs import WCS
 
     from .maps import MJY_PER_BEAM, MapError, map_from_parts
-    from .maps.fits_io import _image_hdu
+    from .maps.fits_io import image_hdu_index
 
     y_lo, y_hi, x_lo, x_hi = region
     corners_x = np.array([x_lo, x_hi, x_lo, x_hi], float) - 0.5
     corners_y = np.array([y_lo, y_lo, y_hi, y_hi], float) - 0.5
     world = job.wcs.pixel_to_world_values(corners_x, corners_y)
     with fits.open(path, memmap=True) as hdul:
-        index = _image_hdu(hdul, None, path)
+        index = image_hdu_index(hdul, None, path)
         header = hdul[index].header
         merged = hdul[0].header.copy() if index != 0 else fits.Header()
         merged.update(header)

@@ -53,11 +53,11 @@ def catalogue_health(artifact, folders, progress: bool = False) -> dict:
     from ..catalogue import extract_sources
     from ..instruments import TARGET_BAND
     from .metrics import EvalConfig, inner_region, score
-    from .runs import _calibration_maps
+    from .runs import calibration_maps
 
     config = EvalConfig()
     catalogues, truths = [], []
-    for network, truth in _calibration_maps(artifact, folders, progress):
+    for network, truth in calibration_maps(artifact, folders, progress):
         cat = extract_sources(network, snr=config.snr, min_flux_mjy=config.min_flux_mjy, command="calibration")
         catalogues.append(cat[inner_region(cat, network, config.edge_arcsec)])
         truths.append(truth)

@@ -24,7 +24,7 @@ from astropy.table import Table
 from ..instruments import BANDS, SPIRE_BANDS, TARGET_BAND
 from ..maps import Field, Map
 from ..simulate import column_mjy, render_catalogue
-from .metrics import _stamps, isolated_source_stats, stamp_ratios
+from .metrics import stamps_at, isolated_source_stats, stamp_ratios
 
 __all__ = ["INJECTION_FLUXES_MJY", "InjectionConfig", "injection_colours", "injection_catalogue", "inject",
            "response_offsets", "recovery_stats", "injection_recovery", "INJECTION_TARGETS", "BRIGHT_250_MJY",
@@ -251,7 +251,7 @@ def bright_recovery(artifact, maps: dict[str, Map], truth: Table, config: Inject
     diff = replace(injected, data=(injected.data - base.data).astype(np.float32), noise=None, sky_model=None)
     coords = SkyCoord(grid["ra"], grid["dec"], unit="deg")
     s450 = column_mjy(grid, f"flux_{TARGET_BAND}")
-    stamps, used = _stamps(diff, coords, half=18)
+    stamps, used = stamps_at(diff, coords, half=18)
     peaks, integrated = stamp_ratios(diff, stamps, s450[used]) if len(used) else (np.array([]), np.array([]))
     out = {}
     for flux in config.bright_250_mjy:

@@ -181,7 +181,7 @@ def paired_offsets(methods: dict, bins, against: str = "network") -> dict:
     return out
 
 
-def _stamps(m: Map, positions: SkyCoord, half: int) -> tuple[np.ndarray, np.ndarray]:
+def stamps_at(m: Map, positions: SkyCoord, half: int) -> tuple[np.ndarray, np.ndarray]:
     """Stamps of ``m`` (2 half + 1 pixels square) centred on ``positions`` to a fraction of
     a pixel (cubic-spline shift), and the indices of the positions that had a full stamp."""
     from scipy.ndimage import shift
@@ -199,7 +199,7 @@ def _stamps(m: Map, positions: SkyCoord, half: int) -> tuple[np.ndarray, np.ndar
 
 
 def stamp_ratios(m: Map, stamps: np.ndarray, flux: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per stamp (centred on a true position, :func:`_stamps`) of map ``m``: the largest
+    """Per stamp (centred on a true position, :func:`stamps_at`) of map ``m``: the largest
     value within half a nominal beam FWHM over the true ``flux`` (mJy), and the flux within
     2 FWHM less the 2–3 FWHM annulus' median times that area, in beam units, over ``flux``."""
     half = stamps.shape[-1] // 2
@@ -232,7 +232,7 @@ def isolated_source_stats(samples: list, half: int = 18) -> dict:
 
     all_stamps, all_flux = [], []
     for m, positions, flux in samples:
-        stamps, used = _stamps(m, positions, half)
+        stamps, used = stamps_at(m, positions, half)
         if len(used):
             all_stamps.append(stamps)
             all_flux.append(np.asarray(flux, float)[used])

@@ -207,7 +207,9 @@ def sky_comparison_table(runs: dict) -> str:
 
 
 def _sky_section(results: dict, out: Path, prefix: str, level: str = "##") -> list[str]:
-    figures = evaluation_figures(results, out, prefix)
+    from .injection import INJECTION_TARGETS
+
+    figures = evaluation_figures(results, out, prefix, INJECTION_TARGETS)
     lines = [f"Fields: {', '.join(Path(f).name for f in results['fields'])}; reference: "
              f"{results.get('reference', 'simulated truth catalogue (450 µm)')}; baselines use the 450/250 colour "
              f"{results.get('colour_450_250', float('nan')):.2f}.", "", summary_table(results), ""]

@@ -219,7 +219,7 @@ def repeat_statistics(pairs: Table, bins=ERROR_BINS_MJY) -> dict:
     return out
 
 
-def _calibration_maps(artifact, folders, progress: bool = False) -> list:
+def calibration_maps(artifact, folders, progress: bool = False) -> list:
     """(network Map, truth inside the usable area) for each simulated field folder."""
     from ..inference import super_resolve_maps
 
@@ -238,7 +238,7 @@ def measure_effective_beam(artifact, folders, progress: bool = False) -> dict:
     fields it was measured on. Used after training on fields of the training distribution
     (:data:`galaxysr.config.CALIBRATION_SEEDS`), never on the held-out sky."""
     samples = []
-    for network, truth in _calibration_maps(artifact, folders, progress):
+    for network, truth in calibration_maps(artifact, folders, progress):
         bright = truth[isolated_bright(truth)]
         samples.append((network, SkyCoord(bright["ra"], bright["dec"], unit="deg"),
                         column_mjy(bright, f"flux_{TARGET_BAND}")))
@@ -254,7 +254,7 @@ def source_errors(artifact, folders, config: EvalConfig = EvalConfig(), progress
     ``snr`` against the map's ERROR plane — by default none, so that a not yet calibrated
     error plane does not decide which sources calibrate it."""
     rows = []
-    for network, truth in _calibration_maps(artifact, folders, progress):
+    for network, truth in calibration_maps(artifact, folders, progress):
         cat = extract_sources(network, snr=snr, command="calibration")
         rows.append(matched_sources(cat[inner_region(cat, network, config.edge_arcsec)], truth, config))
     return vstack(rows) if rows else Table(names=("flux", "flux_err", "flux_true"))

@@ -89,7 +89,10 @@ def _squeeze(data: np.ndarray, source: str) -> np.ndarray:
     return data
 
 
-def _image_hdu(hdul: fits.HDUList, hdu: int | str | None, source: str) -> int:
+def image_hdu_index(hdul: fits.HDUList, hdu: int | str | None, source: str) -> int:
+    """The index of the image HDU to read from ``hdul`` (opened from ``source``): ``hdu`` if
+    given, else IMAGE, SIGNAL (HerMES SMAP), PRIMARY or the first 2-D image; a MapError naming
+    ``source`` otherwise."""
     if hdu is not None:
         try:
             return hdul.index_of(hdu)
@@ -152,7 +155,7 @@ def map_from_hdul(hdul: fits.HDUList, band: Band | str | None = None, hdu: int |
                   unit: u.UnitBase | str | None = None, noise: str | os.PathLike | None = None,
                   default_unit: u.UnitBase | str | None = None, source: str = "<HDUList>") -> Map:
     """A Map from an open ``HDUList`` (arguments as :func:`read_map`)."""
-    index = _image_hdu(hdul, hdu, source)
+    index = image_hdu_index(hdul, hdu, source)
     header = hdul[index].header.copy()
     data = _squeeze(np.array(hdul[index].data, dtype=np.float32), source)
     # Keywords often live in the primary header of multi-extension products.
@@ -278,7 +281,7 @@ def as_map(obj, band: Band | str | None = None, unit=None) -> Map:
 def _read_noise(hdul, index, noise, shape, source):
     if noise is not None:
         with fits.open(noise) as nh:
-            values = _squeeze(np.array(nh[_image_hdu(nh, None, str(noise))].data,
+            values = _squeeze(np.array(nh[image_hdu_index(nh, None, str(noise))].data,
                                        dtype=np.float32), str(noise))
         if values.shape != shape:
             raise MapError(f"{noise}: noise map shape {values.shape} differs from {source} "
