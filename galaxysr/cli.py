@@ -133,22 +133,22 @@ def _train(args) -> int:
 
             started = time.perf_counter()
             try:
-                meta = calibrate_artifact(load_artifact(summary["artifact"]), config.data).meta
+                artifact = calibrate_artifact(load_artifact(summary["artifact"]), config.data)
             except ValueError as error:
                 print(f"galaxysr train: warning: the model was not calibrated ({error}); its errors are "
                       f"uncalibrated — run `galaxysr calibrate {summary['artifact']}`", file=sys.stderr)
                 print(use)
                 return 0
-            beam = meta["effective_beam"]
+            beam = artifact.calibration.effective_beam
             print(f"calibrated in {time.perf_counter() - started:.0f} s")
             print(f"stacked output beam on {len(beam['fields'])} fields of the training distribution: "
                   f"FWHM {beam['fwhm_arcsec']:.2f}″, peak/true {beam['peak_ratio']:.3f} ({beam['n']} bright "
-                  "isolated sources); recorded in its config.json")
-            if "error_calibration" in meta:
-                errors = meta["error_calibration"]
+                  "isolated sources); recorded in its calibration.json")
+            errors = artifact.calibration.errors
+            if errors is not None:
                 print(f"error map calibrated on {errors['n_sources']} matched sources: factors "
                       + ", ".join(f"{f:.2f} at {s:.0f} mJy" for s, f in zip(errors["flux_mjy"], errors["factor"])))
-            _print_health(meta, config.seed)
+            _print_health(artifact.meta, config.seed)
         print(use)
     else:
         print(f"stopped at step {summary['final_step']} of {config.total_steps}; rerun the same command "
@@ -389,15 +389,14 @@ def _calibrate(args) -> int:
 
     artifact = load_artifact(args.model)
     data = TrainConfig.from_dict(artifact.meta["train"]).data
-    meta = calibrate_artifact(artifact, data, progress=not args.no_progress).meta
-    beam = meta["effective_beam"]
+    artifact = calibrate_artifact(artifact, data, progress=not args.no_progress)
+    beam, errors = artifact.calibration.effective_beam, artifact.calibration.errors
     print(f"{artifact.path}: output beam FWHM {beam['fwhm_arcsec']:.2f}″, peak/true {beam['peak_ratio']:.3f} "
           f"({beam['n']} bright isolated sources on {len(beam['fields'])} fields of the training distribution)")
-    if "error_calibration" in meta:
-        errors = meta["error_calibration"]
+    if errors is not None:
         print("error map factors: " + ", ".join(f"{f:.2f} at {s:.0f} mJy"
                                                  for s, f in zip(errors["flux_mjy"], errors["factor"])))
-    _print_health(meta, artifact.meta["train"].get("seed"))
+    _print_health(artifact.meta, artifact.meta["train"].get("seed"))
     return 0
 
 

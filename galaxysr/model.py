@@ -152,15 +152,6 @@ class ModelConfig(ConfigRecord):
         Sky-model pixels per output pixel side (2: a 1″ sky model under a 2″ map, so
         positions are held to 1″ and a source split over neighbouring sky pixels renders
         at most 1 % wider than the beam).
-    effective_fwhm_arcsec : float or None
-        The measured FWHM of a legacy ``"map"`` model's point sources (written after
-        training by :func:`galaxysr.evaluate.measure_effective_beam`); a sky-model map is
-        drawn at the target beam, so it has none.
-    error_calibration : ((float, ...), (float, ...)) or None
-        Fluxes (mJy/beam) and factors: the error head's output is multiplied by the factor
-        interpolated (in log flux) at the predicted value, so that source errors match
-        the scatter of measured around true fluxes on calibration fields
-        (:func:`galaxysr.evaluate.calibrate_errors`); ``None`` until measured.
     """
 
     input_bands: tuple[str, ...] = SPIRE_BANDS
@@ -181,15 +172,6 @@ class ModelConfig(ConfigRecord):
     sky_oversample: int = 2
     full_resolution_head: bool = False
     background: str = "filter"
-    effective_fwhm_arcsec: float | None = None
-    error_calibration: tuple | None = None
-
-    def error_factor(self, flux_mjy: np.ndarray) -> np.ndarray | float:
-        """The calibration factor of the error head at predicted fluxes ``flux_mjy``."""
-        if self.error_calibration is None:
-            return 1.0
-        nodes, factors = (np.asarray(v, float) for v in self.error_calibration)
-        return np.interp(np.log(np.clip(flux_mjy, nodes[0], nodes[-1])), np.log(nodes), factors)
 
     def __post_init__(self):
         for name in (*self.input_bands, self.target_band):
@@ -232,10 +214,8 @@ class ModelConfig(ConfigRecord):
 
     @property
     def beam_fwhm_arcsec(self) -> float:
-        """FWHM of the beam the output map is drawn at (arcsec): the target band's for a
-        sky-model network; the measured one (if recorded) for a legacy map network."""
-        if not self.has_sky and self.effective_fwhm_arcsec is not None:
-            return self.effective_fwhm_arcsec
+        """FWHM of the target band's beam (arcsec): what a sky-model network draws its map
+        at (a legacy map network's measured beam is its artifact's calibration)."""
         return float(get_band(self.target_band).fwhm.to_value("arcsec"))
 
     @property
@@ -256,6 +236,10 @@ class ModelConfig(ConfigRecord):
     @classmethod
     def _upgrade(cls, data: dict) -> dict:
         _drop_abandoned_experiments(data)
+        # Before 0.4 calibration was written into the model settings; it is the artifact's
+        # Calibration record now (galaxysr.inference.artifact.read_calibration reads it there).
+        data.pop("effective_fwhm_arcsec", None)
+        data.pop("error_calibration", None)
         return data
 
     def to_json(self) -> str:

@@ -732,7 +732,9 @@ def export_saved_model(model, path: str | os.PathLike) -> None:
 def export_artifact(model, config: TrainConfig, folder: str | os.PathLike, metrics: dict | None = None) -> Path:
     """Write a ModelArtifact: ``saved_model/`` (loads without galaxysr), ``model.keras``,
     ``config.json`` (the full TrainConfig with no machine path, its provenance — version,
-    command, seed, git commit —, flux scaling, bands, pixel scale) and ``metrics.json``."""
+    command, seed, git commit —, flux scaling, bands, pixel scale) and ``metrics.json``; the
+    ``calibration.json`` that :func:`galaxysr.evaluate.calibrate_artifact` adds afterwards (an
+    earlier one in ``folder`` is removed)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     export_saved_model(model, folder / "saved_model")
@@ -744,6 +746,8 @@ def export_artifact(model, config: TrainConfig, folder: str | os.PathLike, metri
                   "bands": {"inputs": list(config.model.input_bands), "target": config.model.target_band},
                   "pixel_arcsec": config.model.pixel_arcsec})
     (folder / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
+    # A folder exported into again holds a new network: an earlier calibration is not its own.
+    (folder / "calibration.json").unlink(missing_ok=True)
     return folder
 
 

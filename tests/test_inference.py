@@ -212,3 +212,45 @@ def test_catalogue_option_writes_sources_from_the_output(tiny_artifact, field_fi
     table = Table.read(cat)
     assert {"ra", "dec", "flux", "flux_err", "snr"} <= set(table.colnames)
     assert table.meta["band"] == "scuba2_450"
+
+
+def test_calibration_record_round_trips_and_old_models_read_theirs_from_config(tiny_model, tmp_path):
+    import json
+    import shutil
+
+    from galaxysr.inference import Calibration, load_artifact, record_calibration
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    artifact = load_artifact(folder)
+    assert artifact.calibration == Calibration() and artifact.calibration.error_factor(5.0) == 1.0
+    beam = {"fwhm_arcsec": 9.4567, "peak_ratio": 0.61, "n": 12, "fields": ["f1"]}
+    errors = {"flux_mjy": [4.0, 12.0, 40.0], "factor": [1.2, 1.0, 0.7], "n_sources": 99}
+    artifact = record_calibration(record_calibration(artifact, beam=beam), errors=errors)
+    assert artifact.calibration == Calibration(effective_beam=beam, errors=errors)  # the second kept the first
+    assert json.loads((folder / "calibration.json").read_text()) == {"effective_beam": beam, "errors": errors}
+    assert artifact.calibration.fwhm_arcsec == 9.457
+    assert artifact.calibration.error_factor(12.0) == pytest.approx(1.0)
+    assert artifact.calibration.error_factor(100.0) == pytest.approx(0.7)  # clipped to the last node
+    assert record_calibration(artifact).calibration == Calibration()  # forgotten: measured afresh
+    # A model calibrated before 0.4 kept its calibration in config.json.
+    (folder / "calibration.json").unlink()
+    meta = json.loads((folder / "config.json").read_text())
+    meta["train"]["model"].update(effective_fwhm_arcsec=9.457, error_calibration=[errors["flux_mjy"],
+                                                                                   errors["factor"]])
+    meta.update(effective_beam=beam, error_calibration=errors)
+    (folder / "config.json").write_text(json.dumps(meta))
+    old = load_artifact(folder)
+    assert old.calibration.effective_beam == beam and old.calibration.errors == errors
+    record_calibration(old, beam=beam)  # rewritten into calibration.json, out of config.json
+    meta = json.loads((folder / "config.json").read_text())
+    assert "effective_beam" not in meta and "error_calibration" not in meta["train"]["model"]
+    assert load_artifact(folder).calibration.errors == errors
+
+
+def test_the_shipped_model_reads_its_calibration_from_its_config():
+    from galaxysr.inference import load_artifact
+
+    artifact = load_artifact()
+    assert artifact.calibration.fwhm_arcsec == pytest.approx(9.984)
+    assert artifact.calibration.errors["flux_mjy"] and artifact.beam_fwhm_arcsec == pytest.approx(7.9)

@@ -160,7 +160,7 @@ def test_the_sky_model_head_has_no_ceiling():
 
     scaling = FluxScaling()
     custom = galaxysr_layers()
-    activation = custom.SkyActivation(scaling.softening_mjy, scaling._norm)
+    activation = custom.SkyActivation(scaling.softening_mjy, scaling.norm)
     assert float(activation(np.array([[40.0]], np.float32))[0, 0]) > 1e6  # mJy per sky pixel
     sky = np.zeros((128, 128), np.float32)
     sky[64, 64] = 5000.0

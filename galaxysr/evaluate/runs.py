@@ -295,7 +295,7 @@ def colour_response(artifact, config: SimulationConfig, factors: dict[str, float
 def calibrate_artifact(artifact, data, progress: bool = False):
     """Measure ``artifact``'s output beam and calibrate its errors on the calibration
     fields of DataConfig ``data`` (the training distribution, simulated on first use),
-    and record both in the artifact (:func:`galaxysr.inference.record_calibration`); then
+    and record both in the artifact's calibration.json (:func:`galaxysr.inference.record_calibration`); then
     run the health check (:mod:`galaxysr.evaluate.health`: beam, peak/true, catalogue
     completeness and flux against the bounds good runs reach), recorded in its
     ``metrics.json`` and in ``artifact.meta["health"]``. Returns the reloaded artifact."""
@@ -310,7 +310,7 @@ def calibrate_artifact(artifact, data, progress: bool = False):
     if artifact.config.uncertainty_head:
         artifact = record_calibration(artifact, errors=calibrate_errors(source_errors(artifact, folders,
                                                                                       progress=progress)))
-    verdict = health_verdict(artifact.meta["effective_beam"], catalogue_health(artifact, folders, progress))
+    verdict = health_verdict(artifact.calibration.effective_beam, catalogue_health(artifact, folders, progress))
     record_health(artifact, verdict)
     artifact.meta["health"] = verdict
     return artifact

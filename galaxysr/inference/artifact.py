@@ -6,28 +6,109 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.resources import files
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from ..config import ConfigRecord
 from ..maps import MapError
 from ..model import ModelConfig
 
-__all__ = ["SHIPPED_MODEL", "ModelArtifact", "load_artifact", "load_model", "record_calibration"]
+__all__ = ["SHIPPED_MODEL", "CALIBRATION_FILE", "Calibration", "ModelArtifact", "load_artifact", "load_model",
+           "read_calibration", "write_calibration", "record_calibration"]
+
+#: What calibration measured, beside config.json in a model folder (galaxysr ≥ 0.4).
+CALIBRATION_FILE = "calibration.json"
+
+
+@dataclass(frozen=True)
+class Calibration(ConfigRecord):
+    """What :func:`galaxysr.evaluate.calibrate_artifact` measured after training, on fields of
+    the training distribution: the model folder's ``calibration.json``.
+
+    Attributes
+    ----------
+    effective_beam : dict or None
+        :func:`galaxysr.evaluate.measure_effective_beam`'s record: ``fwhm_arcsec`` (arcsec) and
+        ``peak_ratio`` of the stacked bright isolated sources, their number ``n``, the ``fields``.
+    errors : dict or None
+        :func:`galaxysr.evaluate.calibrate_errors`' record: ``flux_mjy`` (mJy/beam) and ``factor``
+        nodes by which the error head's output is scaled, ``n_sources`` …
+    """
+
+    effective_beam: dict | None = None
+    errors: dict | None = None
+
+    WHAT: ClassVar[str] = "calibration entr(ies)"
+
+    @property
+    def fwhm_arcsec(self) -> float | None:
+        """The measured output beam FWHM (arcsec, to 0.001″), or None."""
+        return None if self.effective_beam is None else round(float(self.effective_beam["fwhm_arcsec"]), 3)
+
+    def error_factor(self, flux_mjy: np.ndarray) -> np.ndarray | float:
+        """The error head's calibration factor at predicted fluxes ``flux_mjy`` (interpolated in
+        log flux between the nodes; 1 when uncalibrated)."""
+        if self.errors is None:
+            return 1.0
+        nodes, factors = (np.asarray(self.errors[k], float) for k in ("flux_mjy", "factor"))
+        return np.interp(np.log(np.clip(flux_mjy, nodes[0], nodes[-1])), np.log(nodes), factors)
+
+
+def read_calibration(folder: Path, meta: dict) -> Calibration:
+    """A model folder's :class:`Calibration`: its ``calibration.json``, or — for models calibrated
+    before 0.4 — the entries of its config.json (``meta``)."""
+    path = Path(folder) / CALIBRATION_FILE
+    if path.exists():
+        return Calibration.from_dict(json.loads(path.read_text()))
+    model = meta.get("train", {}).get("model", {})
+    beam = meta.get("effective_beam")
+    if beam is None and model.get("effective_fwhm_arcsec") is not None:
+        beam = {"fwhm_arcsec": model["effective_fwhm_arcsec"]}
+    errors = meta.get("error_calibration")
+    if model.get("error_calibration") is not None:  # the nodes prediction used
+        nodes, factors = model["error_calibration"]
+        errors = {**(errors or {}), "flux_mjy": list(nodes), "factor": list(factors)}
+    return Calibration(effective_beam=beam, errors=errors)
+
+
+def write_calibration(folder: Path, calibration: Calibration) -> Path:
+    """Write ``calibration`` as the model folder's ``calibration.json``, and drop the entries a
+    model calibrated before 0.4 kept in its config.json (one record, one place)."""
+    path = Path(folder) / CALIBRATION_FILE
+    path.write_text(json.dumps(calibration.to_dict(), indent=2))
+    config_path = Path(folder) / "config.json"
+    meta = json.loads(config_path.read_text())
+    legacy = [meta.pop(k, None) for k in ("effective_beam", "error_calibration")]
+    legacy += [meta["train"]["model"].pop(k, None) for k in ("effective_fwhm_arcsec", "error_calibration")]
+    if any(v is not None for v in legacy):
+        config_path.write_text(json.dumps(meta, indent=2))
+    return path
 
 #: The model shipped with the package.
 SHIPPED_MODEL = files("galaxysr") / "data" / "model"
 @dataclass
 class ModelArtifact:
-    """A trained model folder: SavedModel and/or ``.keras`` plus ``config.json``."""
+    """A trained model folder: SavedModel and/or ``.keras`` plus ``config.json`` (and, once
+    calibrated, ``calibration.json``)."""
 
     path: Path
     config: ModelConfig
     meta: dict
     model_file: Path
+    calibration: Calibration = field(default_factory=Calibration)
+
+    @property
+    def beam_fwhm_arcsec(self) -> float:
+        """FWHM of the beam the output map is drawn at (arcsec): the target band's for a
+        sky-model network; the measured one (if recorded) for a legacy map network."""
+        if not self.config.has_sky and self.calibration.fwhm_arcsec is not None:
+            return self.calibration.fwhm_arcsec
+        return self.config.beam_fwhm_arcsec
 
     @property
     def name(self) -> str:
@@ -105,7 +186,11 @@ def load_artifact(path: str | os.PathLike | None = None) -> ModelArtifact:
     except (TypeError, ValueError) as error:
         raise MapError(f"{config_path}: {error}; it was written by another galaxysr version or edited — "
                        "restore it from the train.py run folder") from None
-    return ModelArtifact(path=folder, config=config, meta=meta, model_file=model_file)
+    try:
+        calibration = read_calibration(folder, meta)
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise MapError(f"{folder / CALIBRATION_FILE}: {error}; rerun `galaxysr calibrate {folder}`") from None
+    return ModelArtifact(path=folder, config=config, meta=meta, model_file=model_file, calibration=calibration)
 
 
 def load_model(model=None) -> ModelArtifact:
@@ -115,32 +200,21 @@ def load_model(model=None) -> ModelArtifact:
 
 
 def record_calibration(artifact: ModelArtifact, beam: dict | None = None, errors: dict | None = None) -> ModelArtifact:
-    """Store measured calibrations in the artifact's ``config.json`` and reload it.
+    """Record measured calibrations in the artifact's ``calibration.json`` and reload it.
 
-    ``beam`` (see :func:`galaxysr.evaluate.measure_effective_beam`): its FWHM becomes
-    ``ModelConfig.effective_fwhm_arcsec`` (written to every output header and used as the
-    catalogue's PSF). ``errors`` (see :func:`galaxysr.evaluate.calibrate_errors`): its
-    nodes and factors become ``ModelConfig.error_calibration``. The whole measurements are
-    kept under ``effective_beam`` and ``error_calibration``. Neither given: both are
-    removed, so that a model is re-calibrated from its raw outputs, not on top of an earlier
-    calibration.
+    ``beam`` (see :func:`galaxysr.evaluate.measure_effective_beam`): the stacked output beam
+    (a legacy map network's output header and PSF). ``errors`` (see
+    :func:`galaxysr.evaluate.calibrate_errors`): the error head's factors. Neither given: both
+    are forgotten, so that a model is re-calibrated from its raw outputs, not on top of an
+    earlier calibration.
     """
-    path = artifact.path / "config.json"
-    meta = json.loads(path.read_text())
-    if beam is None and errors is None:  # forget earlier calibrations: measure afresh
-        meta["train"]["model"].update(effective_fwhm_arcsec=None, error_calibration=None)
-        meta.pop("effective_beam", None)
-        meta.pop("error_calibration", None)
     if beam is not None:
         fwhm = float(beam["fwhm_arcsec"])
         if not np.isfinite(fwhm) or fwhm <= 0:
             raise ValueError(f"{artifact.path}: the measured beam FWHM is {fwhm}; not recording it")
-        meta["train"]["model"]["effective_fwhm_arcsec"] = round(fwhm, 3)
-        meta["effective_beam"] = beam
-    if errors is not None:
-        meta["train"]["model"]["error_calibration"] = [list(errors["flux_mjy"]), list(errors["factor"])]
-        meta["error_calibration"] = errors
-    path.write_text(json.dumps(meta, indent=2))
+    old = artifact.calibration
+    calibration = Calibration() if beam is None and errors is None else \
+        Calibration(effective_beam=old.effective_beam if beam is None else beam,
+                    errors=old.errors if errors is None else errors)
+    write_calibration(artifact.path, calibration)
     return load_artifact(artifact.path)
-
-

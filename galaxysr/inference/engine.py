@@ -177,8 +177,8 @@ class Plan:
         network's map is drawn at the band's beam; a legacy map network's beam is its
         measured one (when recorded)."""
         config = self.artifact.config
-        fwhm = None if config.has_sky or config.effective_fwhm_arcsec is None else \
-            config.effective_fwhm_arcsec * u.arcsec
+        measured = self.artifact.calibration.fwhm_arcsec
+        fwhm = None if config.has_sky or measured is None else measured * u.arcsec
         return Map(np.zeros((1, 1), np.float32), self.wcs, get_band(config.target_band), MJY_PER_BEAM,
                    source="galaxysr", fwhm=fwhm, meta=dict(self.meta))
 
@@ -258,6 +258,7 @@ class StripRunner:
         model on its f-times finer grid (weights: each map pixel's, repeated; ``None`` for a
         legacy map network); ``None`` if the strip has no data."""
         job, config, tile = self.job, self.job.artifact.config, self.job.tile
+        calibration = job.artifact.calibration
         scaling = config.scaling
         shape = (tile, x_hi - x_lo)
         region_wcs = _region_wcs(job.wcs, y0, x_lo, shape)
@@ -294,7 +295,7 @@ class StripRunner:
             numerator[0, :, c] += w * flux
             if planes == 2:
                 error = predicted[k, ..., channels["error"].start]
-                numerator[1, :, c] += w * scaling.error_mjy(predicted[k, ..., 0], error) * config.error_factor(flux)
+                numerator[1, :, c] += w * scaling.error_mjy(predicted[k, ..., 0], error) * calibration.error_factor(flux)
             if sky is not None:
                 fine = unpack_sky(predicted[k, ..., channels["sky"]], f)
                 sky[:, (x0 - x_lo) * f:(x0 - x_lo + tile) * f] += np.kron(w, np.ones((f, f))) * fine
