@@ -27,6 +27,7 @@ from astropy.stats import sigma_clipped_stats
 from astropy.table import QTable, Table
 
 from . import __version__
+from .config import CATALOGUE_METHODS
 from .errors import refuse_existing
 from .instruments import FWHM_PER_SIGMA, TARGET_BAND
 from .maps import FLAG_BLENDED, FLAG_EDGE, MJY_PER_BEAM, Map
@@ -220,8 +221,8 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOO
     from photutils.detection import find_peaks
     from photutils.utils.exceptions import NoDetectionsWarning
 
-    if method not in ("psf", "sky"):
-        raise ValueError(f"method must be 'psf' or 'sky', got {method!r}")
+    if method not in CATALOGUE_METHODS:
+        raise ValueError(f"method must be one of {', '.join(CATALOGUE_METHODS)}, got {method!r}")
     if method == "sky" and m.sky_model is None:
         raise ValueError(f"{m.source}: has no sky model (SKYMODEL extension) to draw sources from; "
                          "use method='psf', or a map super-resolved by a sky-model network")

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from .config import BACKGROUND_METHODS, CATALOGUE_METHODS, SKIES, STRATEGIES, UPSAMPLING_METHODS
+
 __all__ = ["build_parser", "main"]
 
 
@@ -195,7 +197,7 @@ def _add_train(sub, light: bool = False) -> None:
     p.add_argument("--depth", type=int, default=m.depth, help="UNet levels")
     p.add_argument("--base-filters", type=int, default=m.base_filters, help="filters of the first level")
     p.add_argument("--pixel", type=float, default=m.pixel_arcsec, help="output pixel scale (arcsec)")
-    p.add_argument("--upsampling", choices=["transpose", "subpixel", "subpixel_head"], default=m.upsampling,
+    p.add_argument("--upsampling", choices=UPSAMPLING_METHODS, default=m.upsampling,
                    help="decoder upsampling: transposed convolutions (GalaxyGAN), sub-pixel convolutions, or "
                         "sub-pixel for the output heads only")
     p.add_argument("--dropout", type=float, default=m.dropout,
@@ -211,7 +213,7 @@ def _add_train(sub, light: bool = False) -> None:
                        help=f"weight of the {term} loss term")
     p.add_argument("--seed", type=int, default=t.seed, help="random seed")
     p.add_argument("--out", default=t.out_dir, help="run folder (checkpoints, TensorBoard logs, model)")
-    p.add_argument("--strategy", choices=["mirrored", "multiworker", "default"], default=t.strategy,
+    p.add_argument("--strategy", choices=STRATEGIES, default=t.strategy,
                    help="tf.distribute strategy; multiworker reads TF_CONFIG")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from the weights of this model folder (same architecture) instead of at random")
@@ -225,7 +227,7 @@ def _add_train(sub, light: bool = False) -> None:
 
 
 def _add_background(p) -> None:
-    p.add_argument("--background", choices=["filter", "median", "none"], default=None,
+    p.add_argument("--background", choices=BACKGROUND_METHODS, default=None,
                    help="how the SPIRE maps' background (e.g. the archive's Planck zero level) is removed "
                         "(default: the model's own convention, filter; docs/inference.md)")
 
@@ -296,7 +298,7 @@ def _add_predict(sub, light: bool = False) -> None:
     p.add_argument("--priors", default=None, help="also write the source positions as an XID+ prior list (FITS)")
     p.add_argument("--snr", type=float, default=4.0, help="detection S/N against the output's ERROR plane")
     p.add_argument("--min-flux", type=float, default=2.0, help="detection floor (mJy/beam)")
-    p.add_argument("--catalogue-method", choices=("psf", "sky"), default="psf",
+    p.add_argument("--catalogue-method", choices=CATALOGUE_METHODS, default=CATALOGUE_METHODS[0],
                    help="psf: PSF fits on the map; sky: components of the SKYMODEL grouped within half a beam")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -349,7 +351,7 @@ def _add_evaluate(sub, light: bool = False) -> None:
     c = EvalConfig()
     p.add_argument("--model", default=None, help="model (default: the shipped one)")
     p.add_argument("--out", default=REPORT_DIR, help="report folder")
-    p.add_argument("--sky", nargs="+", choices=["held_out", "training", "reference"], default=list(c.skies),
+    p.add_argument("--sky", nargs="+", choices=SKIES, default=list(c.skies),
                    help="simulated skies to score (the first one goes into --update-readme)")
     p.add_argument("--fields", nargs="+", default=None, help="simulated Field folders instead of --sky")
     p.add_argument("--seeds", nargs="+", type=int, default=list(EVALUATION_SEEDS), help="held-out field seeds")
@@ -436,7 +438,7 @@ def _add_survey(sub, light: bool = False) -> None:
     p.add_argument("--catalogue", action="store_true", help="also extract a merged source catalogue per field")
     p.add_argument("--snr", type=float, default=4.0, help="detection S/N for --catalogue")
     p.add_argument("--min-flux", type=float, default=2.0, help="detection floor (mJy/beam) for --catalogue")
-    p.add_argument("--catalogue-method", choices=("psf", "sky"), default="psf",
+    p.add_argument("--catalogue-method", choices=CATALOGUE_METHODS, default=CATALOGUE_METHODS[0],
                    help="psf: PSF fits on the mosaic; sky: components of its SKYMODEL")
     p.add_argument("--overwrite", action="store_true", help="replace existing mosaics and catalogues")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
@@ -469,7 +471,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                      help="multiplies the default instrumental noise of every band (0 = noise-free)")
     sim.add_argument("--coverage", choices=["uniform", "daisy"], default="uniform",
                      help="SCUBA-2 450 coverage pattern")
-    sim.add_argument("--sky", choices=["reference", "held_out", "training"], default="reference",
+    sim.add_argument("--sky", choices=SKIES, default="reference",
                      help="the reference sky, the held-out evaluation sky, or a draw from the training prior")
     sim.add_argument("--overwrite", action="store_true", help="replace existing files")
     sim.set_defaults(handler=_simulate)

@@ -14,7 +14,21 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 __all__ = ["VALIDATION_SEED", "CALIBRATION_SEEDS", "EVALUATION_SEEDS", "SIM_DIR", "EVAL_FIELD_DIR", "RUN_DIR",
-           "REPORT_DIR", "ConfigRecord", "LossConfig", "refuse_unknown_keys"]
+           "REPORT_DIR", "BACKGROUND_METHODS", "UPSAMPLING_METHODS", "STRATEGIES", "CATALOGUE_METHODS", "SKIES",
+           "ConfigRecord", "LossConfig", "refuse_unknown_keys"]
+
+#: The choices of settings that the command line offers too, defined once (here, so that
+#: building the command line imports nothing heavy).
+#: How the SPIRE maps' background is removed (:mod:`galaxysr.conventions`).
+BACKGROUND_METHODS = ("filter", "median", "none")
+#: The decoder's upsampling (:class:`galaxysr.model.ModelConfig`).
+UPSAMPLING_METHODS = ("transpose", "subpixel", "subpixel_head")
+#: tf.distribute strategies (:func:`galaxysr.training.make_strategy`).
+STRATEGIES = ("mirrored", "multiworker", "default")
+#: Catalogue extraction methods (:func:`galaxysr.catalogue.extract_sources`).
+CATALOGUE_METHODS = ("psf", "sky")
+#: Evaluation skies (:func:`galaxysr.evaluate.sky_simulation`).
+SKIES = ("held_out", "training", "reference")
 
 def refuse_unknown_keys(cls, data: dict, what: str) -> None:
     """Raise ValueError naming the keys of ``data`` that are not fields of the dataclass

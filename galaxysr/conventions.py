@@ -35,12 +35,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 from astropy import units as u
 
+from .config import BACKGROUND_METHODS
 from .maps import MJY_PER_BEAM, Map
 
 __all__ = ["BACKGROUND_METHODS", "Conditioned", "k_ptoe", "robust_plane", "background_map", "condition"]
 
 #: How a map's background can be removed (see the module docstring).
-BACKGROUND_METHODS = ("filter", "median", "none")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 
 from .beam import draw_through_beam, render_kernel, render_numpy  # noqa: F401  (re-exported)
-from .config import ConfigRecord
+from .config import BACKGROUND_METHODS, UPSAMPLING_METHODS, ConfigRecord
 from .instruments import SPIRE_BANDS, TARGET_BAND, get_band
 
 __all__ = ["FluxScaling", "ModelConfig", "OUTPUT_BETA_INIT", "SKY_BETA_INIT", "render_kernel", "render_numpy",
@@ -178,12 +178,10 @@ class ModelConfig(ConfigRecord):
             get_band(name)
         if self.tile % 2**self.depth:
             raise ValueError(f"tile {self.tile} is not a multiple of 2**depth = {2**self.depth}")
-        if self.upsampling not in ("transpose", "subpixel", "subpixel_head"):
-            raise ValueError(f"upsampling must be 'transpose', 'subpixel' or 'subpixel_head', got {self.upsampling!r}")
+        if self.upsampling not in UPSAMPLING_METHODS:
+            raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING_METHODS)}, got {self.upsampling!r}")
         if self.output not in ("sky_model", "map"):
             raise ValueError(f"output must be 'sky_model' or 'map', got {self.output!r}")
-        from .conventions import BACKGROUND_METHODS
-
         if self.background not in BACKGROUND_METHODS:
             raise ValueError(f"background must be one of {', '.join(BACKGROUND_METHODS)}, got {self.background!r}")
         if self.sky_oversample < 1:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .config import RUN_DIR, ConfigRecord, LossConfig
+from .config import RUN_DIR, STRATEGIES, ConfigRecord, LossConfig
 from .datasets import DataConfig, TileStream, load_pairs
 from .model import ModelConfig
 
@@ -140,7 +140,7 @@ def make_strategy(name: str):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "default":
         return tf.distribute.get_strategy()
-    raise ValueError(f"unknown strategy {name!r}; choose mirrored, multiworker or default")
+    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
 
 def _is_chief(strategy) -> bool:

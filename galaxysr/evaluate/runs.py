@@ -12,6 +12,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table, vstack
 
+from ..config import SKIES
 from ..baselines import mean_colour, native_250, richardson_lucy, truth_convolved, wiener
 from ..catalogue import extract_sources
 from ..instruments import TARGET_BAND
@@ -47,7 +48,6 @@ def method_maps(field: Field, network: Map, colour: float) -> dict[str, Map]:
 
 #: Skies galaxysr is scored on: the held-out recipe (headline), the training distribution
 #: at evaluation seeds, and the reference sky of earlier versions.
-SKIES = ("held_out", "training", "reference")
 
 
 def sky_simulation(sky: str, seed: int, area_deg2: float, prior: SkyPrior = SkyPrior()) -> SimulationConfig:
