@@ -105,6 +105,18 @@ def _train_config(args):
     return config
 
 
+def _print_calibration(artifact, seed: int | None = None) -> None:
+    """What calibration measured (beam, error factors) and the health check's verdict."""
+    beam, errors = artifact.calibration.effective_beam, artifact.calibration.errors
+    print(f"stacked output beam on {len(beam['fields'])} fields of the training distribution: "
+          f"FWHM {beam['fwhm_arcsec']:.2f}″, peak/true {beam['peak_ratio']:.3f} ({beam['n']} bright "
+          f"isolated sources); recorded in {artifact.path / 'calibration.json'}")
+    if errors is not None:
+        print(f"error map calibrated on {errors['n_sources']} matched sources: factors "
+              + ", ".join(f"{f:.2f} at {s:.0f} mJy" for s, f in zip(errors["flux_mjy"], errors["factor"])))
+    _print_health(artifact.meta, seed)
+
+
 def _print_health(meta: dict, seed: int | None = None) -> None:
     """The health check's verdict: one line when healthy, a warning on stderr when not."""
     from .evaluate.health import health_lines
@@ -141,16 +153,8 @@ def _train(args) -> int:
                       f"uncalibrated — run `galaxysr calibrate {summary['artifact']}`", file=sys.stderr)
                 print(use)
                 return 0
-            beam = artifact.calibration.effective_beam
             print(f"calibrated in {time.perf_counter() - started:.0f} s")
-            print(f"stacked output beam on {len(beam['fields'])} fields of the training distribution: "
-                  f"FWHM {beam['fwhm_arcsec']:.2f}″, peak/true {beam['peak_ratio']:.3f} ({beam['n']} bright "
-                  "isolated sources); recorded in its calibration.json")
-            errors = artifact.calibration.errors
-            if errors is not None:
-                print(f"error map calibrated on {errors['n_sources']} matched sources: factors "
-                      + ", ".join(f"{f:.2f} at {s:.0f} mJy" for s, f in zip(errors["flux_mjy"], errors["factor"])))
-            _print_health(artifact.meta, config.seed)
+            _print_calibration(artifact, config.seed)
         print(use)
     else:
         print(f"stopped at step {summary['final_step']} of {config.total_steps}; rerun the same command "
@@ -392,13 +396,7 @@ def _calibrate(args) -> int:
     artifact = load_artifact(args.model)
     data = TrainConfig.from_dict(artifact.meta["train"]).data
     artifact = calibrate_artifact(artifact, data, progress=not args.no_progress)
-    beam, errors = artifact.calibration.effective_beam, artifact.calibration.errors
-    print(f"{artifact.path}: output beam FWHM {beam['fwhm_arcsec']:.2f}″, peak/true {beam['peak_ratio']:.3f} "
-          f"({beam['n']} bright isolated sources on {len(beam['fields'])} fields of the training distribution)")
-    if errors is not None:
-        print("error map factors: " + ", ".join(f"{f:.2f} at {s:.0f} mJy"
-                                                 for s, f in zip(errors["flux_mjy"], errors["factor"])))
-    _print_health(artifact.meta, artifact.meta["train"].get("seed"))
+    _print_calibration(artifact, artifact.meta["train"].get("seed"))
     return 0
 
 
