@@ -18,7 +18,8 @@ def row(run: Path, report: Path | None) -> dict:
     model = run / "model"
     config = json.loads((model / "config.json").read_text())
     metrics = json.loads((model / "metrics.json").read_text())
-    beam = config.get("effective_beam", {})
+    calibration = model / "calibration.json"  # galaxysr ≥ 0.4; before, the entry of config.json
+    beam = (json.loads(calibration.read_text()) if calibration.exists() else config).get("effective_beam") or {}
     out = {"beam": beam.get("fwhm_arcsec"), "peak": beam.get("peak_ratio"),
            "health": metrics.get("health", {}).get("ok"),
            "spikes": sum(s["kind"] != "valid" for s in metrics.get("loss_spikes", [])),
