@@ -232,13 +232,14 @@ def calibration_maps(artifact, folders, progress: bool = False) -> list:
     return out
 
 
-def measure_effective_beam(artifact, folders, progress: bool = False) -> dict:
+def measure_effective_beam(artifact, folders, progress: bool = False, maps: list | None = None) -> dict:
     """The output beam of ``artifact`` measured on simulated Field folders (truth known):
     :func:`isolated_source_stats` of its maps at the bright isolated truth sources, plus the
     fields it was measured on. Used after training on fields of the training distribution
-    (:data:`galaxysr.config.CALIBRATION_SEEDS`), never on the held-out sky."""
+    (:data:`galaxysr.config.CALIBRATION_SEEDS`), never on the held-out sky. ``maps``: those
+    fields' :func:`calibration_maps`, if already made."""
     samples = []
-    for network, truth in calibration_maps(artifact, folders, progress):
+    for network, truth in maps or calibration_maps(artifact, folders, progress):
         bright = truth[isolated_bright(truth)]
         samples.append((network, SkyCoord(bright["ra"], bright["dec"], unit="deg"),
                         column_mjy(bright, f"flux_{TARGET_BAND}")))
@@ -248,13 +249,14 @@ def measure_effective_beam(artifact, folders, progress: bool = False) -> dict:
 
 
 def source_errors(artifact, folders, config: EvalConfig = EvalConfig(), progress: bool = False,
-                  snr: float = 0.0) -> Table:
+                  snr: float = 0.0, maps: list | None = None) -> Table:
     """Every detected source of ``artifact``'s maps of simulated fields matched to the
     truth (:func:`matched_sources`). Detection above the catalogue's default floor and at
     ``snr`` against the map's ERROR plane — by default none, so that a not yet calibrated
-    error plane does not decide which sources calibrate it."""
+    error plane does not decide which sources calibrate it. ``maps``: those fields'
+    :func:`calibration_maps`, if already made."""
     rows = []
-    for network, truth in calibration_maps(artifact, folders, progress):
+    for network, truth in maps or calibration_maps(artifact, folders, progress):
         cat = extract_sources(network, snr=snr, command="calibration")
         rows.append(matched_sources(cat[inner_region(cat, network, config.edge_arcsec)], truth, config))
     return vstack(rows) if rows else Table(names=("flux", "flux_err", "flux_true"))
@@ -306,10 +308,14 @@ def calibrate_artifact(artifact, data, progress: bool = False):
 
     folders = ensure_simulated_fields(data, list(CALIBRATION_SEEDS), progress)
     artifact = record_calibration(artifact)  # from the raw outputs, not on top of an earlier calibration
-    artifact = record_calibration(artifact, beam=measure_effective_beam(artifact, folders, progress))
+    maps = calibration_maps(artifact, folders, progress)
+    artifact = record_calibration(artifact, beam=measure_effective_beam(artifact, folders, maps=maps))
     if artifact.config.uncertainty_head:
+        # A sky-model network draws its map at the band's beam, so the measured beam changes
+        # nothing in it: the same maps serve. A legacy map network's PSF is the measured beam.
+        again = maps if artifact.config.has_sky else None
         artifact = record_calibration(artifact, errors=calibrate_errors(source_errors(artifact, folders,
-                                                                                      progress=progress)))
+                                                                                      progress=progress, maps=again)))
     verdict = health_verdict(artifact.calibration.effective_beam, catalogue_health(artifact, folders, progress))
     record_health(artifact, verdict)
     artifact.meta["health"] = verdict
