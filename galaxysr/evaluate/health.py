@@ -32,13 +32,15 @@ class HealthBounds:
     min_completeness : float
         The default catalogue's completeness above 15 mJy.
     flux_ratio : tuple of float
-        Range of the catalogue's median S_out/S_true above 9 mJy.
+        Range of the catalogue's median S_out/S_true above 9 mJy, read as the evaluation reads
+        it (:func:`galaxysr.evaluate.calibrate_flux_scale`). Good runs: 0.83–0.90 (0.4, seeds 0–2),
+        0.3.0's model 0.94; the held-out sky reads the same to ±0.01.
     """
 
     max_fwhm_arcsec: float = 12.0
     min_peak_ratio: float = 0.50
     min_completeness: float = 0.85
-    flux_ratio: tuple[float, float] = (0.85, 1.15)
+    flux_ratio: tuple[float, float] = (0.75, 1.15)
 
 
 HEALTH_BOUNDS = HealthBounds()

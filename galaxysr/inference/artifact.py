@@ -38,10 +38,15 @@ class Calibration(ConfigRecord):
     errors : dict or None
         :func:`galaxysr.evaluate.calibrate_errors`' record: ``flux_mjy`` (mJy/beam) and ``factor``
         nodes by which the error head's output is scaled, ``n_sources`` …
+    flux_scale : dict or None
+        :func:`galaxysr.evaluate.calibrate_flux_scale`'s record (not applied to outputs): the
+        PSF catalogue's median S_out/S_true above 9 mJy on these fields (``network_ratio``),
+        which predicts what the held-out sky shows, and its inverse ``factor``.
     """
 
     effective_beam: dict | None = None
     errors: dict | None = None
+    flux_scale: dict | None = None
 
     WHAT: ClassVar[str] = "calibration entr(ies)"
 
@@ -199,13 +204,15 @@ def load_model(model=None) -> ModelArtifact:
     return model if isinstance(model, ModelArtifact) else load_artifact(model)
 
 
-def record_calibration(artifact: ModelArtifact, beam: dict | None = None, errors: dict | None = None) -> ModelArtifact:
+def record_calibration(artifact: ModelArtifact, beam: dict | None = None, errors: dict | None = None,
+                       flux_scale: dict | None = None) -> ModelArtifact:
     """Record measured calibrations in the artifact's ``calibration.json`` and reload it.
 
     ``beam`` (see :func:`galaxysr.evaluate.measure_effective_beam`): the stacked output beam
     (a legacy map network's output header and PSF). ``errors`` (see
-    :func:`galaxysr.evaluate.calibrate_errors`): the error head's factors. Neither given: both
-    are forgotten, so that a model is re-calibrated from its raw outputs, not on top of an
+    :func:`galaxysr.evaluate.calibrate_errors`): the error head's factors. ``flux_scale`` (see
+    :func:`galaxysr.evaluate.calibrate_flux_scale`): the catalogue's flux scale. None given:
+    all are forgotten, so that a model is re-calibrated from its raw outputs, not on top of an
     earlier calibration.
     """
     if beam is not None:
@@ -213,8 +220,9 @@ def record_calibration(artifact: ModelArtifact, beam: dict | None = None, errors
         if not np.isfinite(fwhm) or fwhm <= 0:
             raise ValueError(f"{artifact.path}: the measured beam FWHM is {fwhm}; not recording it")
     old = artifact.calibration
-    calibration = Calibration() if beam is None and errors is None else \
+    calibration = Calibration() if beam is None and errors is None and flux_scale is None else \
         Calibration(effective_beam=old.effective_beam if beam is None else beam,
-                    errors=old.errors if errors is None else errors)
+                    errors=old.errors if errors is None else errors,
+                    flux_scale=old.flux_scale if flux_scale is None else flux_scale)
     write_calibration(artifact.path, calibration)
     return load_artifact(artifact.path)
