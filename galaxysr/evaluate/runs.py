@@ -301,10 +301,10 @@ def calibrate_flux_scale(maps: list, config: EvalConfig = EvalConfig()) -> dict:
     network's maps (:func:`calibration_maps`), and ``factor`` = 1 / that (None when no source
     above 9 mJy was matched).
 
-    Recorded, not applied. Runs of one command differ mostly in this scale, and it is the
-    same on the held-out sky as here (seeds 0 and 1: 0.894 / 0.829 here, 0.900 / 0.834
-    there; docs/training.md, "Robust training"), so it tells after training what the
-    held-out catalogue will read. Multiplying it out would make those runs agree above
+    Recorded, not applied. Runs of one command differ mostly in this scale, and the held-out
+    sky reads nearly the same (seeds 0, 1, 2: 0.894 / 0.829 / 0.896 here, 0.900 / 0.834 / 0.905
+    there; 0.3.0's model 0.918 / 0.945; docs/training.md, "Robust training"), so it tells after
+    training what the held-out catalogue will read. Multiplying it out would make those runs agree above
     9 mJy but boost 5–9 mJy sources by a further 12–21 %; a flux-dependent calibration is
     the step that remains. (The true sky drawn at 7.9″ reads 1.08 here and 1.10 on the
     held-out sky through the same extractor: confusion boosts what a PSF fit finds.)

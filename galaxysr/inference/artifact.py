@@ -41,7 +41,7 @@ class Calibration(ConfigRecord):
     flux_scale : dict or None
         :func:`galaxysr.evaluate.calibrate_flux_scale`'s record (not applied to outputs): the
         PSF catalogue's median S_out/S_true above 9 mJy on these fields (``network_ratio``),
-        which predicts what the held-out sky shows, and its inverse ``factor``.
+        which predicts what the held-out sky shows (to 0.03), and its inverse ``factor``.
     """
 
     effective_beam: dict | None = None
