@@ -27,8 +27,10 @@ UPSAMPLING_METHODS = ("transpose", "subpixel", "subpixel_head")
 STRATEGIES = ("mirrored", "multiworker", "default")
 #: Catalogue extraction methods (:func:`galaxysr.catalogue.extract_sources`).
 CATALOGUE_METHODS = ("psf", "sky")
-#: Evaluation skies (:func:`galaxysr.evaluate.sky_simulation`).
+#: Evaluation skies (:func:`galaxysr.evaluate.sky_simulation`): the held-out recipe (headline),
+#: the training distribution at evaluation seeds, and the reference sky of earlier versions.
 SKIES = ("held_out", "training", "reference")
+
 
 def refuse_unknown_keys(cls, data: dict, what: str) -> None:
     """Raise ValueError naming the keys of ``data`` that are not fields of the dataclass

@@ -51,7 +51,7 @@ class FluxScaling(ConfigRecord):
 
     @property
     def norm(self) -> float:
-        """asinh(ceiling / softening): the network value of ``ceiling_mjy``'s stretch, 1."""
+        """asinh(ceiling / softening), dimensionless: the divisor that maps ``ceiling_mjy`` to 1."""
         return float(np.arcsinh(self.ceiling_mjy / self.softening_mjy))
 
     def forward(self, flux_mjy):

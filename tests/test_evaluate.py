@@ -167,7 +167,7 @@ def test_flux_scale_follows_the_map_scale():
     from dataclasses import replace
 
     from galaxysr.baselines import truth_convolved
-    from galaxysr.evaluate import calibrate_flux_scale, inner_region
+    from galaxysr.evaluate import measure_flux_scale, inner_region
     from galaxysr.maps import output_grid
     from galaxysr.simulate import SimulationConfig, simulate_field
 
@@ -175,10 +175,10 @@ def test_flux_scale_follows_the_map_scale():
     wcs, shape = output_grid(field["spire_250"], 2.0 * u.arcsec)
     perfect = truth_convolved(field.truth, wcs, shape)
     inside = field.truth[inner_region(field.truth, perfect, EvalConfig().edge_arcsec)]
-    scale = calibrate_flux_scale([(perfect, inside)])
+    scale = measure_flux_scale([(perfect, inside)])
     # The true sky drawn at 7.9″ reads boosted through a PSF fit (confusion): 1.0–1.2.
     assert 1.0 <= scale["network_ratio"] <= 1.2 and scale["factor"] == pytest.approx(1 / scale["network_ratio"])
-    dim = calibrate_flux_scale([(replace(perfect, data=0.8 * perfect.data), inside)])  # a network 20 % low
+    dim = measure_flux_scale([(replace(perfect, data=0.8 * perfect.data), inside)])  # a network 20 % low
     assert dim["factor"] == pytest.approx(scale["factor"] / 0.8, rel=0.03)
-    empty = calibrate_flux_scale([(replace(perfect, data=0.0 * perfect.data), inside)])  # nothing found
+    empty = measure_flux_scale([(replace(perfect, data=0.0 * perfect.data), inside)])  # nothing found
     assert empty["factor"] is None and not np.isfinite(empty["network_ratio"])

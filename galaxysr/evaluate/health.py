@@ -33,7 +33,7 @@ class HealthBounds:
         The default catalogue's completeness above 15 mJy.
     flux_ratio : tuple of float
         Range of the catalogue's median S_out/S_true above 9 mJy, read as the evaluation reads
-        it (:func:`galaxysr.evaluate.calibrate_flux_scale`). Good runs: 0.83–0.90 (0.4, seeds 0–2),
+        it (:func:`galaxysr.evaluate.measure_flux_scale`). Good runs: 0.83–0.90 (0.4, seeds 0–2),
         0.3.0's model 0.92; the held-out sky reads 0.005–0.03 more.
     """
 

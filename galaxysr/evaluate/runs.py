@@ -46,10 +46,6 @@ def method_maps(field: Field, network: Map, colour: float) -> dict[str, Map]:
     return maps
 
 
-#: Skies galaxysr is scored on: the held-out recipe (headline), the training distribution
-#: at evaluation seeds, and the reference sky of earlier versions.
-
-
 def sky_simulation(sky: str, seed: int, area_deg2: float, prior: SkyPrior = SkyPrior()) -> SimulationConfig:
     """The SimulationConfig of evaluation field ``seed`` of ``sky`` (see :data:`SKIES`)."""
     if sky == "held_out":
@@ -294,7 +290,7 @@ def colour_response(artifact, config: SimulationConfig, factors: dict[str, float
     return {"ratio": float(np.median(peaks[1] / peaks[0])), "n": int(len(peaks[0]))}
 
 
-def calibrate_flux_scale(maps: list, config: EvalConfig = EvalConfig()) -> dict:
+def measure_flux_scale(maps: list, config: EvalConfig = EvalConfig()) -> dict:
     """The PSF catalogue's flux scale on calibration fields (training distribution, truth known),
     measured as :func:`evaluate_simulated` measures it (sources found against each map's own
     scatter): ``network_ratio``, the median S_out/S_true above 9 mJy of the catalogue of the
@@ -323,8 +319,8 @@ def calibrate_flux_scale(maps: list, config: EvalConfig = EvalConfig()) -> dict:
 
 
 def calibrate_artifact(artifact, data, progress: bool = False):
-    """Measure ``artifact``'s output beam, calibrate its catalogue's flux scale
-    (:func:`calibrate_flux_scale`, sky-model networks) and its errors on the calibration fields
+    """Measure ``artifact``'s output beam and its catalogue's flux scale (:func:`measure_flux_scale`,
+    sky-model networks; recorded, not applied) and calibrate its errors on the calibration fields
     of DataConfig ``data`` (the training distribution, simulated on first use), and record them
     in the artifact's calibration.json (:func:`galaxysr.inference.record_calibration`); then
     run the health check (:mod:`galaxysr.evaluate.health`: beam, peak/true, catalogue
@@ -344,7 +340,7 @@ def calibrate_artifact(artifact, data, progress: bool = False):
     again, scale = None, None
     if artifact.config.has_sky:
         again = maps
-        scale = calibrate_flux_scale(maps)
+        scale = measure_flux_scale(maps)
         artifact = record_calibration(artifact, flux_scale=scale)
     if artifact.config.uncertainty_head:
         artifact = record_calibration(artifact, errors=calibrate_errors(source_errors(artifact, folders,

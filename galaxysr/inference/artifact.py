@@ -39,7 +39,7 @@ class Calibration(ConfigRecord):
         :func:`galaxysr.evaluate.calibrate_errors`' record: ``flux_mjy`` (mJy/beam) and ``factor``
         nodes by which the error head's output is scaled, ``n_sources`` …
     flux_scale : dict or None
-        :func:`galaxysr.evaluate.calibrate_flux_scale`'s record (not applied to outputs): the
+        :func:`galaxysr.evaluate.measure_flux_scale`'s record (not applied to outputs): the
         PSF catalogue's median S_out/S_true above 9 mJy on these fields (``network_ratio``),
         which predicts what the held-out sky shows (to 0.03), and its inverse ``factor``.
     """
@@ -94,8 +94,11 @@ def write_calibration(folder: Path, calibration: Calibration) -> Path:
         config_path.write_text(json.dumps(meta, indent=2))
     return path
 
+
 #: The model shipped with the package.
 SHIPPED_MODEL = files("galaxysr") / "data" / "model"
+
+
 @dataclass
 class ModelArtifact:
     """A trained model folder: SavedModel and/or ``.keras`` plus ``config.json`` (and, once
@@ -211,7 +214,7 @@ def record_calibration(artifact: ModelArtifact, beam: dict | None = None, errors
     ``beam`` (see :func:`galaxysr.evaluate.measure_effective_beam`): the stacked output beam
     (a legacy map network's output header and PSF). ``errors`` (see
     :func:`galaxysr.evaluate.calibrate_errors`): the error head's factors. ``flux_scale`` (see
-    :func:`galaxysr.evaluate.calibrate_flux_scale`): the catalogue's flux scale. None given:
+    :func:`galaxysr.evaluate.measure_flux_scale`): the catalogue's flux scale. None given:
     all are forgotten, so that a model is re-calibrated from its raw outputs, not on top of an
     earlier calibration.
     """
