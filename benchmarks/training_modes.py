@@ -1,11 +1,13 @@
 """The table of training runs × seeds in docs/training.md ("Robust training").
 
-``python benchmarks/training_modes.py NAME=RUN_DIR[:REPORT_DIR] ...`` reads each run's model
-(``RUN_DIR/model``: calibration beam and peak/true, health check, loss spikes, training time)
-and, when given, the held-out evaluation written by
+``python benchmarks/training_modes.py [--held-out LINES.jsonl] NAME=RUN_DIR[:REPORT_DIR] ...`` reads
+each run's model (``RUN_DIR/model``: calibration beam and peak/true, health check, loss spikes,
+training time) and, when given, the held-out evaluation written by
 ``galaxysr evaluate --sky held_out --model RUN_DIR/model --out REPORT_DIR`` (catalogue
-completeness above 15 mJy, S_out/S_true above 9 mJy, stacked beam), and prints one Markdown row
-per run, then the spread (max − min) of each column.
+completeness above 15 mJy, S_out/S_true above 9 mJy, stacked beam, purity) — and, from the lines
+of ``benchmarks/held_out_catalogue.py``, the held-out catalogue with the model's flux curves, in
+place of the report's. Prints one Markdown row per run, then the mean and the largest deviation
+from it of each measure.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import sys
 from pathlib import Path
 
 
-def row(run: Path, report: Path | None) -> dict:
+def row(run: Path, report: Path | None, held_out: dict | None = None) -> dict:
     model = run / "model"
     config = json.loads((model / "config.json").read_text())
     metrics = json.loads((model / "metrics.json").read_text())
@@ -27,11 +29,16 @@ def row(run: Path, report: Path | None) -> dict:
            "seed": config["train"]["seed"]}
     checks = {c["name"]: c["value"] for c in metrics.get("health", {}).get("checks", [])}
     out["cal_completeness"] = checks.get("catalogue completeness above 15 mJy")
-    out["cal_flux"] = checks.get("catalogue S_out/S_true above 9 mJy")
+    out["cal_flux"] = next((v for k, v in checks.items() if k.startswith("catalogue S_out/S_true above 9 mJy")), None)
     if report is not None and (report / "metrics.json").exists():
         network = json.loads((report / "metrics.json").read_text())["held_out"]["methods"]["network"]
         out.update(completeness=network["completeness_above_15mjy"], flux=network["median_flux_ratio_above_9mjy"],
                    held_beam=network["output_fwhm_arcsec"], purity=network["min_purity"])
+    if held_out is not None:  # the catalogue as the model's flux curves make it (scatter reading, as the report)
+        out.update(completeness=held_out["scatter"]["completeness_above_15mjy"],
+                   flux=held_out["scatter"]["median_flux_ratio_above_9mjy"],
+                   flux_error_reading=held_out["error"]["median_flux_ratio_above_9mjy"],
+                   flux_5_9=held_out["scatter"]["median_flux_ratio_5_9mjy"])
     return out
 
 
@@ -40,22 +47,29 @@ def fmt(value, spec: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    held_out = {}
+    if argv[:1] == ["--held-out"]:
+        for line in Path(argv[1]).read_text().splitlines():
+            record = json.loads(line)
+            held_out[Path(record["model"]).resolve()] = record
+        argv = argv[2:]
     rows = {}
     for arg in argv:
         name, _, paths = arg.partition("=")
         run, _, report = paths.partition(":")
-        rows[name] = row(Path(run), Path(report) if report else None)
+        rows[name] = row(Path(run), Path(report) if report else None, held_out.get((Path(run) / "model").resolve()))
     print("| run | seed | calibration beam | peak/true | calibration completeness ≥ 15, flux ≥ 9 | "
-          "held-out completeness ≥ 15 mJy | held-out S_out/S_true ≥ 9 mJy | held-out beam | min purity | "
-          "loss spikes | health | training |")
-    print("|---" * 12 + "|")
+          "held-out completeness ≥ 15 mJy | held-out S_out/S_true ≥ 9 mJy | 5–9 mJy | ≥ 9 mJy, ERROR reading | "
+          "held-out beam | min purity | loss spikes | health | training |")
+    print("|---" * 14 + "|")
     for name, r in rows.items():
         print(f"| {name} | {r['seed']} | {fmt(r['beam'], '.2f')}″ | {fmt(r['peak'], '.3f')} | "
               f"{fmt(r['cal_completeness'], '.3f')}, {fmt(r['cal_flux'], '.3f')} | {fmt(r.get('completeness'), '.3f')} | "
-              f"{fmt(r.get('flux'), '.3f')} | {fmt(r.get('held_beam'), '.2f')}″ | {fmt(r.get('purity'), '.3f')} | "
+              f"{fmt(r.get('flux'), '.3f')} | {fmt(r.get('flux_5_9'), '.3f')} | {fmt(r.get('flux_error_reading'), '.3f')} | "
+              f"{fmt(r.get('held_beam'), '.2f')}″ | {fmt(r.get('purity'), '.3f')} | "
               f"{r['spikes']} | {'passed' if r['health'] else 'FAILED' if r['health'] is False else '–'} | "
               f"{r['minutes']:.1f} min |")
-    for key in ("beam", "peak", "completeness", "flux"):
+    for key in ("beam", "peak", "completeness", "flux", "flux_5_9", "flux_error_reading"):
         values = [r[key] for r in rows.values() if r.get(key) is not None]
         if len(values) > 1:
             mean = sum(values) / len(values)

@@ -53,9 +53,11 @@ COLUMNS = {
     "dec": "declination (ICRS), as ra [deg]",
     "x": "column of the source on the map grid, 0-based, pixel centres at integers (numpy/astropy)",
     "y": "row of the source, as x",
-    "flux": "flux density: the PSF fit's peak in mJy/beam (method psf) or the sum of the sky model's "
+    "flux": "flux density: the PSF fit's peak in mJy/beam (method psf; times the model's flux calibration "
+            "for a super-resolved map, see meta flux_calibration) or the sum of the sky model's "
             "components within half a beam (method sky) [mJy]",
-    "flux_err": "1-sigma error of flux: the map's uncertainty at the source (ERROR plane or rms) [mJy]",
+    "flux_err": "1-sigma error of flux: the map's uncertainty at the source (ERROR plane or rms; times the "
+                "flux calibration's factor where flux has one) [mJy]",
     "snr": "flux / flux_err",
     "det_snr": "detection significance: flux / the map's background uncertainty at the source "
                "(median of the uncertainty over the surrounding 4 x 4 beams)",
@@ -185,7 +187,7 @@ def sky_components(sky: np.ndarray, group_px: float, radius_px: float, floor: fl
 
 def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOOR_MJY,
                     fwhm: u.Quantity | None = None, deblend: bool = True, command: str | None = None,
-                    method: str = DEFAULT_METHOD) -> Table:
+                    method: str = DEFAULT_METHOD, calibrate: bool = True) -> Table:
     """Sources in ``m`` above ``snr`` × the uncertainty of the sky around them and above
     ``min_flux_mjy``.
 
@@ -209,6 +211,11 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOO
         ``"psf"`` (peaks and PSF photometry on the map), ``"sky"`` (components of the map's
         sky model grouped within half a beam: flux their sum, position their flux-weighted
         centre; needs ``m.sky_model``). See :data:`DEFAULT_METHOD` for why PSF is the default.
+    calibrate : bool
+        Apply the map's flux calibration (``m.flux_curves``, a super-resolved map's: see
+        :class:`galaxysr.maps.FluxCurve`) to PSF fluxes and their errors, for the reading
+        used — against the map's uncertainty plane, or its scatter when it has none. Not
+        applied with another ``fwhm`` than the map's (the curve was measured at its beam).
 
     Returns
     -------
@@ -230,6 +237,8 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOO
     data = m.data.astype(np.float64)
     valid = np.isfinite(data)
     pixel = m.pixel_scale
+    reading = "error" if m.noise is not None else "scatter"
+    curve = m.flux_curves.get(reading) if calibrate and method == "psf" and fwhm is None else None
     fwhm = m.beam_fwhm if fwhm is None else fwhm
     fwhm_px = float((fwhm / pixel).decompose())
     sigma_px = fwhm_px / FWHM_PER_SIGMA
@@ -261,7 +270,10 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOO
             flux = np.asarray(peaks["peak_value"], float)
             group = np.ones(len(x), int)
             if deblend:
-                x, y, flux, group = _psf_photometry(data, valid, rms_map, x, y, flux, fwhm_px, sigma_px)
+                # Fit weights: the blank sky's uncertainty around each source, not the pixel's. A
+                # super-resolved map's ERROR is large on its sources; weighting by it would lean
+                # the fit on the wings, and make fluxes depend on the error calibration.
+                x, y, flux, group = _psf_photometry(data, valid, sky_map, x, y, flux, fwhm_px, sigma_px)
             found = (x, y, flux, group)
     table = _empty_table()
     if found is not None:
@@ -272,14 +284,18 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOO
         # The fit moves fluxes; what is kept meets the stated S/N and floor after it.
         good = np.isfinite(flux) & np.isfinite(err) & (flux >= threshold[iy, ix])
         x, y, flux, err, group, ix, iy = (v[good] for v in (x, y, flux, err, group, ix, iy))
+        det_snr = flux / sky_map[iy, ix]  # significance on the map as it is, before calibration
+        if curve is not None:
+            factor = curve(flux)  # a linear correction of the estimate scales its error alike
+            flux, err = flux * factor, err * factor
         order = np.argsort(-flux)
-        x, y, flux, err, group, ix, iy = (v[order] for v in (x, y, flux, err, group, ix, iy))
+        x, y, flux, err, group, ix, iy, det_snr = (v[order] for v in (x, y, flux, err, group, ix, iy, det_snr))
         ra, dec = m.wcs.pixel_to_world_values(x, y)
         flags = _flags(m, valid, ix, iy, group, fwhm_px)
         median, lo, hi = deboost(flux, err)
         table = Table({"id": np.arange(1, len(x) + 1), "ra": np.asarray(ra) % 360 * u.deg,
                        "dec": np.asarray(dec) * u.deg, "x": x, "y": y, "flux": flux * u.mJy,
-                       "flux_err": err * u.mJy, "snr": flux / err, "det_snr": flux / sky_map[iy, ix],
+                       "flux_err": err * u.mJy, "snr": flux / err, "det_snr": det_snr,
                        "flux_deboosted": median * u.mJy,
                        "flux_deboosted_lo": lo * u.mJy, "flux_deboosted_hi": hi * u.mJy,
                        "group_size": group, "flags": flags.astype(np.uint8)})
@@ -290,6 +306,9 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOO
                        "min_flux_mjy": min_flux_mjy, "source": m.source,
                        "rms_mjy_beam": float(np.nanmedian(rms_map)),
                        "noise": "the map's uncertainty plane" if m.noise is not None else "sigma-clipped scatter",
+                       "flux_calibration": "none" if curve is None else
+                       f"{reading} reading: factors {min(curve.factors):.3f}-{max(curve.factors):.3f} at "
+                       f"{curve.nodes_mjy[0]:.1f}-{curve.nodes_mjy[-1]:.1f} mJy (model calibration)",
                        "pixel_convention": "x, y 0-based with pixel centres at integers (numpy/astropy)",
                        "columns": dict(COLUMNS), "galaxysr_version": __version__,
                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -329,7 +348,7 @@ def _empty_table() -> Table:
                   "group_size": np.array([], int), "flags": np.array([], np.uint8)})
 
 
-def _psf_photometry(data, valid, rms_map, x, y, flux, fwhm_px, sigma_px):
+def _psf_photometry(data, valid, sky_rms, x, y, flux, fwhm_px, sigma_px):
     """Joint Gaussian-PSF fits of positions and fluxes; returns x, y, peak fluxes (mJy)
     and the size of each source's fitted group."""
     from photutils.psf import CircularGaussianPRF, PSFPhotometry, SourceGrouper
@@ -339,7 +358,7 @@ def _psf_photometry(data, valid, rms_map, x, y, flux, fwhm_px, sigma_px):
     psf.fwhm.fixed = True
     fit_shape = max(5, int(np.ceil(1.5 * fwhm_px)) | 1)
     photometry = PSFPhotometry(psf, fit_shape, aperture_radius=fwhm_px, xy_bounds=(fwhm_px / 2, fwhm_px / 2))
-    error = np.where(np.isfinite(rms_map) & (rms_map > 0), rms_map, np.nanmax(rms_map[np.isfinite(rms_map)]))
+    error = np.where(np.isfinite(sky_rms) & (sky_rms > 0), sky_rms, np.nanmax(sky_rms[np.isfinite(sky_rms)]))
     if not np.all(error > 0):
         error = np.full_like(data, 1e-3)
     # Group sources closer than 1.5 FWHM for joint fits (deblending); in crowded or noisy

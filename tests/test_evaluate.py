@@ -168,7 +168,7 @@ def test_flux_scale_follows_the_map_scale():
 
     from galaxysr.baselines import truth_convolved
     from galaxysr.evaluate import measure_flux_scale, inner_region
-    from galaxysr.maps import output_grid
+    from galaxysr.maps import FluxCurve, output_grid
     from galaxysr.simulate import SimulationConfig, simulate_field
 
     field = simulate_field(SimulationConfig(area_deg2=0.03, seed=5))
@@ -177,8 +177,65 @@ def test_flux_scale_follows_the_map_scale():
     inside = field.truth[inner_region(field.truth, perfect, EvalConfig().edge_arcsec)]
     scale = measure_flux_scale([(perfect, inside)])
     # The true sky drawn at 7.9″ reads boosted through a PSF fit (confusion): 1.0–1.2.
-    assert 1.0 <= scale["network_ratio"] <= 1.2 and scale["factor"] == pytest.approx(1 / scale["network_ratio"])
+    assert 1.0 <= scale["network_ratio"] <= 1.2
+    assert set(scale["curves"]) == {"error", "scatter"}
     dim = measure_flux_scale([(replace(perfect, data=0.8 * perfect.data), inside)])  # a network 20 % low
-    assert dim["factor"] == pytest.approx(scale["factor"] / 0.8, rel=0.03)
+    assert dim["network_ratio"] == pytest.approx(0.8 * scale["network_ratio"], rel=0.03)
+    bright, dim_bright = (FluxCurve.from_dict(s["curves"]["scatter"])(30.0) for s in (scale, dim))
+    assert dim_bright == pytest.approx(bright / 0.8, rel=0.05)  # the curve takes the 20 % out
     empty = measure_flux_scale([(replace(perfect, data=0.0 * perfect.data), inside)])  # nothing found
-    assert empty["factor"] is None and not np.isfinite(empty["network_ratio"])
+    assert not np.isfinite(empty["network_ratio"])
+    assert all("nodes_mjy" not in c and "not_fitted" in c for c in empty["curves"].values())
+
+
+def test_flux_curve_makes_each_true_flux_bin_median_one():
+    from galaxysr.evaluate import FLUX_CURVE_BINS_MJY, fit_flux_curve
+
+    rng = np.random.default_rng(3)
+    true = 5 * rng.pareto(1.5, 20000) + 5
+    # A network 30 % low at 10 mJy and 10 % low at 60 mJy, with 15 % scatter.
+    gain = np.interp(np.log(true), np.log([10, 60]), [0.7, 0.9])
+    measured = true * gain * rng.lognormal(0, 0.15, true.size)
+    curve = fit_flux_curve(measured, true)
+    corrected = measured * curve(measured)
+    for lo, hi in zip(FLUX_CURVE_BINS_MJY[:-1], FLUX_CURVE_BINS_MJY[1:]):
+        sel = (true >= lo) & (true < hi)
+        if sel.sum() >= 50:
+            assert np.median(corrected[sel] / true[sel]) == pytest.approx(1.0, abs=0.02), (lo, hi)
+    assert curve(12.0) > curve(60.0) > 1.0
+    with pytest.raises(ValueError, match="at least 50"):
+        fit_flux_curve(measured[:10], true[:10])
+
+
+def test_catalogue_applies_the_maps_flux_curve_to_flux_and_error(tmp_path):
+    from dataclasses import replace
+
+    from galaxysr.maps import FluxCurve, read_map
+
+    m, _ = _map([(100, 100, 20.0), (200, 200, 8.0)], rms=0.2)
+    raw = extract_sources(m, snr=5)
+    curve = FluxCurve((5.0, 30.0), (1.5, 1.2))
+    m = replace(m, flux_curves={"error": curve})
+    cat = extract_sources(m, snr=5)
+    factor = curve(np.asarray(raw["flux"]))
+    np.testing.assert_allclose(cat["flux"], raw["flux"] * factor, rtol=1e-6)
+    np.testing.assert_allclose(cat["flux_err"], raw["flux_err"] * factor, rtol=1e-6)
+    np.testing.assert_allclose(cat["det_snr"], raw["det_snr"], rtol=1e-6)  # significance is the map's
+    assert cat.meta["flux_calibration"].startswith("error reading") and raw.meta["flux_calibration"] == "none"
+    # Not applied on request, with another PSF than the map's, or for a reading it was not measured for.
+    for other in (extract_sources(m, snr=5, calibrate=False), extract_sources(m, snr=5, fwhm=9 * u.arcsec),
+                  extract_sources(replace(m, noise=None), snr=5)):
+        assert other.meta["flux_calibration"] == "none"
+    # The curve travels with the map through FITS.
+    back = read_map(m.write(tmp_path / "map.fits"))
+    assert back.flux_curves == {"error": curve}
+    np.testing.assert_allclose(extract_sources(back, snr=5)["flux"], cat["flux"], rtol=1e-5)
+
+
+def test_flux_curve_refuses_nonsense():
+    from galaxysr.maps import FluxCurve
+
+    for nodes, factors in (((5.0, 3.0), (1.0, 1.0)), ((5.0,), (1.0, 2.0)), ((5.0,), (0.0,)), ((), ())):
+        with pytest.raises(ValueError, match="FluxCurve"):
+            FluxCurve(nodes, factors)
+    assert FluxCurve((10.0,), (1.1,))(np.array([1.0, 100.0])).tolist() == [1.1, 1.1]  # flat beyond the nodes

@@ -226,13 +226,17 @@ def test_calibration_record_round_trips_and_old_models_read_theirs_from_config(t
     assert artifact.calibration == Calibration() and artifact.calibration.error_factor(5.0) == 1.0
     beam = {"fwhm_arcsec": 9.4567, "peak_ratio": 0.61, "n": 12, "fields": ["f1"]}
     errors = {"flux_mjy": [4.0, 12.0, 40.0], "factor": [1.2, 1.0, 0.7], "n_sources": 99}
-    scale = {"factor": 1.07, "network_ratio": 1.01, "ideal_ratio": 1.08, "fields": ["f1"]}
+    scale = {"network_ratio": 0.9, "n_matched": 50,
+             "curves": {"error": {"nodes_mjy": [6.0, 20.0], "factors": [1.0, 1.2], "n_pairs": 99},
+                        "scatter": {"n_pairs": 3, "not_fitted": "too few"}}}
     artifact = record_calibration(record_calibration(record_calibration(artifact, beam=beam), errors=errors),
                                   flux_scale=scale)
     assert artifact.calibration == Calibration(effective_beam=beam, errors=errors, flux_scale=scale)  # kept
     assert json.loads((folder / "calibration.json").read_text()) == {"effective_beam": beam, "errors": errors,
                                                                      "flux_scale": scale}
     assert artifact.calibration.fwhm_arcsec == 9.457
+    assert set(artifact.calibration.flux_curves()) == {"error"}  # the unfitted reading applies nothing
+    assert artifact.calibration.flux_curves()["error"](20.0) == pytest.approx(1.2)
     assert artifact.calibration.error_factor(12.0) == pytest.approx(1.0)
     assert artifact.calibration.error_factor(100.0) == pytest.approx(0.7)  # clipped to the last node
     assert record_calibration(artifact).calibration == Calibration()  # forgotten: measured afresh

@@ -14,8 +14,8 @@ landed in the good mode. ``report``: Markdown tables, figures and metrics.json.
 """
 
 from .health import HEALTH_BOUNDS, HealthBounds, catalogue_health, health_lines, health_verdict, record_health
-from .metrics import (ERROR_BINS_MJY, TARGETS, EvalConfig, binned_fraction, binned_table, calibrate_errors,
-                      error_statistics, inner_region, isolated_bright, isolated_source_stats, jsonable, match,
+from .metrics import (ERROR_BINS_MJY, FLUX_CURVE_BINS_MJY, TARGETS, EvalConfig, binned_fraction, binned_table,
+                      calibrate_errors, error_statistics, fit_flux_curve, inner_region, isolated_bright, isolated_source_stats, jsonable, match,
                       paired_offsets, robust_std, score)
 from .report import (NOT_BASELINES, SKY_TITLES, baseline_comparison, paired_offset_table, passes, per_bin_table,
                      sky_comparison_table, summary_table, update_readme, write_report)
@@ -24,8 +24,8 @@ from .runs import (SKIES, calibrate_artifact, measure_flux_scale, colour_respons
                    source_errors)
 
 __all__ = ["HEALTH_BOUNDS", "HealthBounds", "catalogue_health", "health_lines", "health_verdict", "record_health",
-           "ERROR_BINS_MJY", "TARGETS", "EvalConfig", "binned_fraction", "binned_table", "calibrate_errors",
-           "error_statistics", "inner_region", "isolated_bright", "isolated_source_stats", "jsonable", "match",
+           "ERROR_BINS_MJY", "FLUX_CURVE_BINS_MJY", "TARGETS", "EvalConfig", "binned_fraction", "binned_table",
+           "calibrate_errors", "error_statistics", "fit_flux_curve", "inner_region", "isolated_bright", "isolated_source_stats", "jsonable", "match",
            "paired_offsets", "robust_std", "score", "NOT_BASELINES", "SKY_TITLES", "baseline_comparison",
            "paired_offset_table", "passes", "per_bin_table", "sky_comparison_table", "summary_table",
            "update_readme", "write_report",

@@ -91,7 +91,8 @@ def health_verdict(beam: dict, catalogue: dict, bounds: HealthBounds = HEALTH_BO
               ("peak/true of bright isolated sources", beam.get("peak_ratio"), bounds.min_peak_ratio, None),
               ("catalogue completeness above 15 mJy", catalogue.get("completeness_above_15mjy"),
                bounds.min_completeness, None),
-              ("catalogue S_out/S_true above 9 mJy", catalogue.get("median_flux_ratio_above_9mjy"), lo_flux, hi_flux)]
+              ("catalogue S_out/S_true above 9 mJy (before flux calibration)",
+               catalogue.get("median_flux_ratio_above_9mjy"), lo_flux, hi_flux)]
     checks = []
     for name, value, lo, hi in wanted:
         if value is None:

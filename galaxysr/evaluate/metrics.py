@@ -13,7 +13,7 @@ from astropy.table import QTable, Table
 
 from ..config import EVAL_FIELD_DIR, EVALUATION_SEEDS
 from ..instruments import BANDS, FWHM_PER_SIGMA, TARGET_BAND
-from ..maps import Map
+from ..maps import FluxCurve, Map
 from ..simulate import column_mjy
 
 #: Targets on the held-out sky (Lauritsen et al. 2021's, tightened where galaxysr must do
@@ -393,6 +393,51 @@ def calibrate_errors(sources: Table, bins=ERROR_BINS_MJY) -> dict:
         raise ValueError("too few matched sources to calibrate the errors; use more or larger calibration fields")
     return {"flux_mjy": centres, "factor": factors, "n_sources": len(s),
             "before": error_statistics(sources, bins, by="flux")}
+
+
+#: Bins of true flux (mJy) in which :func:`fit_flux_curve` sets the median S_out/S_true to 1.
+#: It starts at 5 mJy: fainter sources are found only when noise and confusion lift them, so
+#: their median ratio measures the selection (what deboosting treats), not the network.
+FLUX_CURVE_BINS_MJY = (5.0, 7.0, 9.0, 12.0, 16.0, 22.0, 30.0, 45.0, 70.0, np.inf)
+
+
+def fit_flux_curve(flux: np.ndarray, flux_true: np.ndarray, bins=FLUX_CURVE_BINS_MJY, min_sources: int = 50,
+                   iterations: int = 50) -> FluxCurve:
+    """The :class:`~galaxysr.maps.FluxCurve` that makes the median of c(S_out) S_out / S_true
+    one in every bin of true flux, from matched pairs (measured ``flux``, ``flux_true``, mJy).
+
+    Bins with fewer than ``min_sources`` pairs merge into the next (the last into the one
+    before). Each bin's node is the median measured flux of its sources — where the factor is
+    applied, a catalogue knowing only what it measured — and the factors are refined by
+    fixed-point iteration, since a bin's sources spread over its neighbours' nodes. Factors
+    are kept within [0.5, 2].
+
+    Why per bin: one factor that puts bright sources right boosts the faint ones, whose PSF
+    fluxes confusion already lifts (0.4, seeds 0–2: by a further 12–21 % at 5–9 mJy).
+    """
+    s, t = np.asarray(flux, float), np.asarray(flux_true, float)
+    ok = np.isfinite(s) & np.isfinite(t) & (s > 0) & (t > 0)
+    s, t = s[ok], t[ok]
+    edges = [bins[0]]
+    for hi in bins[1:]:
+        if np.count_nonzero((t >= edges[-1]) & (t < hi)) >= min_sources:
+            edges.append(hi)
+    if len(edges) < 2:
+        raise ValueError(f"only {np.count_nonzero(t >= bins[0])} matched sources above {bins[0]} mJy; a flux "
+                         f"curve needs at least {min_sources}: use more or larger calibration fields")
+    edges[-1] = bins[-1]  # the brightest sources join the last full bin
+    members = [(t >= lo) & (t < hi) for lo, hi in zip(edges[:-1], edges[1:])]
+    nodes = np.array([np.median(s[sel]) for sel in members])
+    keep = np.concatenate([[True], np.diff(nodes) > 0])  # a node out of order adds nothing
+    nodes, members = nodes[keep], [m for m, k in zip(members, keep) if k]
+    factors = np.ones(len(nodes))
+    for _ in range(iterations):
+        corrected = s * FluxCurve(tuple(nodes), tuple(factors))(s)
+        ratio = np.array([np.median(corrected[sel] / t[sel]) for sel in members])
+        factors = np.clip(factors / ratio, 0.5, 2.0)
+        if np.max(np.abs(ratio - 1)) < 1e-4:
+            break
+    return FluxCurve(tuple(float(round(v, 4)) for v in nodes), tuple(float(round(v, 5)) for v in factors))
 
 
 def jsonable(value):

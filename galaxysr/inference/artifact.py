@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..config import ConfigRecord
-from ..maps import MapError
+from ..maps import FluxCurve, MapError
 from ..model import ModelConfig
 
 __all__ = ["SHIPPED_MODEL", "CALIBRATION_FILE", "Calibration", "ModelArtifact", "load_artifact", "load_model",
@@ -39,9 +39,11 @@ class Calibration(ConfigRecord):
         :func:`galaxysr.evaluate.calibrate_errors`' record: ``flux_mjy`` (mJy/beam) and ``factor``
         nodes by which the error head's output is scaled, ``n_sources`` …
     flux_scale : dict or None
-        :func:`galaxysr.evaluate.measure_flux_scale`'s record (not applied to outputs): the
-        PSF catalogue's median S_out/S_true above 9 mJy on these fields (``network_ratio``),
-        which predicts what the held-out sky shows (to 0.03), and its inverse ``factor``.
+        :func:`galaxysr.evaluate.measure_flux_scale`'s record: the uncalibrated PSF catalogue's
+        median S_out/S_true above 9 mJy on these fields (``network_ratio``, which predicts what
+        the held-out sky shows to 0.03), and ``curves``, the flux calibration per reading
+        (:meth:`flux_curves`) that super-resolved maps carry and their catalogues apply.
+        Records made before the curves (0.3.0's model; 0.4 runs calibrated earlier) have none: nothing is applied.
     """
 
     effective_beam: dict | None = None
@@ -54,6 +56,12 @@ class Calibration(ConfigRecord):
     def fwhm_arcsec(self) -> float | None:
         """The measured output beam FWHM (arcsec, to 0.001″), or None."""
         return None if self.effective_beam is None else round(float(self.effective_beam["fwhm_arcsec"]), 3)
+
+    def flux_curves(self) -> dict:
+        """Reading → :class:`galaxysr.maps.FluxCurve` of the catalogue's flux calibration (empty
+        when none was measured)."""
+        curves = (self.flux_scale or {}).get("curves", {})
+        return {reading: FluxCurve.from_dict(record) for reading, record in curves.items() if "nodes_mjy" in record}
 
     def error_factor(self, flux_mjy: np.ndarray) -> np.ndarray | float:
         """The error head's calibration factor at predicted fluxes ``flux_mjy`` (interpolated in

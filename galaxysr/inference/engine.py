@@ -173,14 +173,15 @@ class Plan:
         return self.artifact.config.tile
 
     def template(self) -> Map:
-        """A 1×1 Map carrying the output's WCS, band, unit, beam and provenance. A sky-model
+        """A 1×1 Map carrying the output's WCS, band, unit, beam, flux calibration and provenance. A sky-model
         network's map is drawn at the band's beam; a legacy map network's beam is its
         measured one (when recorded)."""
         config = self.artifact.config
         measured = self.artifact.calibration.fwhm_arcsec
         fwhm = None if config.has_sky or measured is None else measured * u.arcsec
         return Map(np.zeros((1, 1), np.float32), self.wcs, get_band(config.target_band), MJY_PER_BEAM,
-                   source="galaxysr", fwhm=fwhm, meta=dict(self.meta))
+                   source="galaxysr", fwhm=fwhm, meta=dict(self.meta),
+                   flux_curves=self.artifact.calibration.flux_curves())
 
 
 def plan(maps: dict[str, Map], artifact: ModelArtifact, overlap: int | None = None, noise: dict | None = None,

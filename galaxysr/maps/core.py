@@ -15,7 +15,8 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from ..instruments import Band
 
 __all__ = ["MJY_PER_BEAM", "MJY_PER_PIXEL", "FLAG_BLENDED", "FLAG_EDGE", "FLAG_FILLED", "FLAG_LOW_COVERAGE", "MapError",
-           "Map", "convert_factor", "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout", "extension_header"]
+           "Map", "FluxCurve", "FLUX_READINGS", "flux_curve_cards", "flux_curves_from_header", "convert_factor",
+           "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout", "extension_header"]
 
 #: The unit every pipeline stage works in.
 MJY_PER_BEAM = u.mJy / u.beam
@@ -28,6 +29,74 @@ FLAG_BLENDED = 1        # source fitted jointly with neighbours within 1.5 beam 
 FLAG_EDGE = 2           # within one beam FWHM of the map edge or of a pixel without data
 FLAG_FILLED = 4         # an input map had a NaN gap here, filled from data within a beam
 FLAG_LOW_COVERAGE = 8   # an input map's noise here is over twice its median
+
+#: How a catalogue can read a map's sources: detected and fitted against its uncertainty
+#: plane (``error``, a super-resolved map as it is written) or against its sigma-clipped
+#: scatter (``scatter``, a map without one). The two fit weights give different fluxes, so a
+#: :class:`FluxCurve` is measured for each.
+FLUX_READINGS = ("error", "scatter")
+
+
+@dataclass(frozen=True)
+class FluxCurve:
+    """A multiplicative correction of a map's PSF-catalogue fluxes as a function of the
+    measured flux: ``factors`` at ``nodes_mjy`` (mJy, strictly increasing), interpolated in
+    log flux between them and constant beyond. Measured after training on fields of the
+    training distribution (:func:`galaxysr.evaluate.fit_flux_curve`) and applied by
+    :func:`galaxysr.catalogue.extract_sources`."""
+
+    nodes_mjy: tuple[float, ...]
+    factors: tuple[float, ...]
+
+    def __post_init__(self):
+        nodes, factors = np.asarray(self.nodes_mjy, float), np.asarray(self.factors, float)
+        if nodes.ndim != 1 or len(nodes) == 0 or nodes.shape != factors.shape:
+            raise ValueError(f"a FluxCurve needs as many factors as nodes (at least one), got {len(nodes)} nodes "
+                             f"and {len(factors)} factors")
+        if not (np.all(nodes > 0) and np.all(np.diff(nodes) > 0) and np.all(np.isfinite(factors))
+                and np.all(factors > 0)):
+            raise ValueError(f"a FluxCurve needs positive, increasing nodes and positive factors; got nodes "
+                             f"{nodes.tolist()} mJy, factors {factors.tolist()}")
+
+    def __call__(self, flux_mjy) -> np.ndarray:
+        """The factor at measured fluxes ``flux_mjy`` (mJy)."""
+        nodes = np.asarray(self.nodes_mjy, float)
+        flux = np.clip(np.asarray(flux_mjy, float), nodes[0], nodes[-1])
+        return np.interp(np.log(flux), np.log(nodes), np.asarray(self.factors, float))
+
+    def to_dict(self) -> dict:
+        return {"nodes_mjy": list(self.nodes_mjy), "factors": list(self.factors)}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "FluxCurve":
+        return cls(tuple(float(v) for v in record["nodes_mjy"]), tuple(float(v) for v in record["factors"]))
+
+
+def flux_curve_cards(curves: dict) -> dict:
+    """FITS cards recording ``curves`` (reading → :class:`FluxCurve`): ``FC<R>N`` the number
+    of nodes, ``FC<R>S<i>`` and ``FC<R>F<i>`` the nodes (mJy) and factors, R = E (error) or S
+    (scatter)."""
+    cards = {}
+    for reading, curve in curves.items():
+        r = reading[0].upper()
+        cards[f"FC{r}N"] = (len(curve.nodes_mjy), f"catalogue flux calibration nodes ({reading} reading)")
+        for i, (node, factor) in enumerate(zip(curve.nodes_mjy, curve.factors), 1):
+            cards[f"FC{r}S{i}"] = (round(float(node), 4), "[mJy] measured flux of the node")
+            cards[f"FC{r}F{i}"] = (round(float(factor), 5), "flux factor at the node")
+    return cards
+
+
+def flux_curves_from_header(keywords) -> dict:
+    """The :class:`FluxCurve` per reading recorded by :func:`flux_curve_cards` (empty if none)."""
+    curves = {}
+    for reading in FLUX_READINGS:
+        r = reading[0].upper()
+        n = keywords.get(f"FC{r}N")
+        if isinstance(n, int) and n > 0:
+            curves[reading] = FluxCurve(tuple(float(keywords[f"FC{r}S{i}"]) for i in range(1, n + 1)),
+                                        tuple(float(keywords[f"FC{r}F{i}"]) for i in range(1, n + 1)))
+    return curves
+
 
 # Lower-cased spellings seen in survey products that astropy's strict parser rejects.
 _UNIT_ALIASES = {
@@ -76,6 +145,9 @@ class Map:
         the map is this sky drawn through the beam. Written as a ``SKYMODEL`` extension.
     sky_oversample : int
         Sky-model pixels per map pixel side.
+    flux_curves : dict
+        Reading (:data:`FLUX_READINGS`) → :class:`FluxCurve`: how the PSF catalogue's fluxes
+        of a super-resolved map are calibrated (header ``FC*`` cards); empty for other maps.
     """
 
     data: np.ndarray
@@ -89,6 +161,7 @@ class Map:
     meta: dict = field(default_factory=dict)
     sky_model: np.ndarray | None = None
     sky_oversample: int = 1
+    flux_curves: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.data.ndim != 2:
@@ -189,7 +262,7 @@ class Map:
         header["BMAJ"] = (self.beam_fwhm.to_value(u.deg), note)
         header["BMIN"] = (self.beam_fwhm.to_value(u.deg), note)
         header["BPA"] = 0.0
-        for key, value in self.meta.items():
+        for key, value in (self.meta | flux_curve_cards(self.flux_curves)).items():
             header[key] = fitted_card(value)
         return header
 

@@ -19,7 +19,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..errors import refuse_existing
 from ..instruments import BANDS, Band, band_from_wavelength, get_band
-from .core import Map, MapError, parse_bunit
+from .core import Map, MapError, flux_curves_from_header, parse_bunit
 
 __all__ = ["PROVENANCE_PREFIXES", "read_map", "map_from_hdul", "map_from_parts", "as_map", "write_map",
            "sibling_band_path"]
@@ -232,7 +232,8 @@ def map_from_parts(data: np.ndarray, header_or_wcs, band: Band | str | None = No
         stated = (float(keywords["BMAJ"]) * u.deg).to(u.arcsec)
         if abs(stated / band.fwhm - 1) > 0.01:
             fwhm = stated
-    return Map(data=data, wcs=wcs, band=band, unit=unit, noise=noise, source=source, fwhm=fwhm)
+    return Map(data=data, wcs=wcs, band=band, unit=unit, noise=noise, source=source, fwhm=fwhm,
+               flux_curves=flux_curves_from_header(keywords))
 
 
 def as_map(obj, band: Band | str | None = None, unit=None) -> Map:
