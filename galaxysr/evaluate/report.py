@@ -320,7 +320,8 @@ def write_report(runs: dict, out: str | Path, title: str = "galaxysr evaluation"
              "Targets on the held-out sky: completeness ≥ 95 % above 15 mJy; purity ≥ 87 % in every flux bin with "
              "≥ 5 detections; median offset ≤ 1.5″ above 10 mJy; median S_out/S_true within 10 % of 1 above 9 mJy "
              "and within 15 % at 5–9 mJy; stacked output beam ≤ 8.3″; better than every baseline on completeness "
-             "and flux. ✓/✗ mark each target. Fluxes are read off the maps (PSF fits with the map's stated beam).",
+             "and flux. ✓/✗ mark each target. Fluxes are read off the maps (PSF fits with the map's stated beam; "
+             "the network's times its flux curve, measured after training on the calibration fields).",
              ""]
     if len(runs) > 1:
         lines += ["## The network on each sky", "", sky_comparison_table(runs), ""]
