@@ -305,18 +305,17 @@ def measure_flux_scale(maps: list, config: EvalConfig = EvalConfig()) -> dict:
     (``n_pairs``); too few pairs: no nodes, ``not_fitted`` says why, and nothing is applied.
     """
     out = {"curves": {}}
+    truths = vstack([truth for _, truth in maps], metadata_conflicts="silent")
     for reading in FLUX_READINGS:
-        pairs, catalogues, truths = [], [], []
+        pairs, catalogues = [], []
         for network, truth in maps:
             shown = network if reading == "error" else replace(network, noise=None)
             cat = extract_sources(shown, snr=config.snr, min_flux_mjy=config.min_flux_mjy, command="calibration",
                                   calibrate=False)
             cat = cat[inner_region(cat, network, config.edge_arcsec)]
             catalogues.append(cat)
-            truths.append(truth)
             pairs.append(matched_sources(cat, truth, config))
-        result = score(vstack(catalogues, metadata_conflicts="silent"), vstack(truths, metadata_conflicts="silent"),
-                       f"flux_{TARGET_BAND}", config)
+        result = score(vstack(catalogues, metadata_conflicts="silent"), truths, f"flux_{TARGET_BAND}", config)
         matched = vstack(pairs)
         record = {"n_pairs": len(matched), "ratio_above_9mjy": float(result["median_flux_ratio_above_9mjy"])}
         try:

@@ -59,9 +59,9 @@ class FluxCurve:
                              f"{nodes.tolist()} mJy, factors {factors.tolist()}")
 
     def __call__(self, flux_mjy) -> np.ndarray:
-        """The factor at measured fluxes ``flux_mjy`` (mJy)."""
+        """The factor at measured fluxes ``flux_mjy``: a Quantity of flux density, or numbers in mJy."""
         nodes = np.asarray(self.nodes_mjy, float)
-        flux = np.clip(np.asarray(flux_mjy, float), nodes[0], nodes[-1])
+        flux = np.clip(u.Quantity(flux_mjy, u.mJy).value, nodes[0], nodes[-1])
         return np.interp(np.log(flux), np.log(nodes), np.asarray(self.factors, float))
 
     def to_dict(self) -> dict:
