@@ -6,17 +6,17 @@ from _common import run_isolated, write
 CODE = """
 import json, time, numpy as np, tensorflow as tf, keras
 from galaxysr.losses import CombinedLoss, LossConfig, find_sources
+from galaxysr.conventions import InputConventions
 from galaxysr.model import ModelConfig, build_generator
 from galaxysr.datasets import DataConfig, load_pairs, TileStream
-config = ModelConfig()
-sim, valid, real = load_pairs(DataConfig(n_sim_fields=2), config, progress=False)
-x, y = TileStream(sim, config, seed=1).take(8)
+config, conventions = ModelConfig(), InputConventions()
+sim, valid, real = load_pairs(DataConfig(n_sim_fields=2), config, conventions, progress=False)
+x, y = TileStream(sim, config, conventions, seed=1).take(8)
 out = {"device": tf.config.list_logical_devices()[0].device_type}
 for name, w in (("without aperture", 0.0), ("with aperture (target detections)", 0.01), ("with aperture (target + generated)", 0.01)):
-    model = build_generator(config)
+    model = build_generator(config, conventions)
     opt = keras.optimizers.Adam(1e-3); opt.build(model.trainable_variables)
-    loss = CombinedLoss.from_configs(LossConfig(aperture_flux=w), config.scaling, config.pixel_arcsec,
-                                     config.target_band, real="generated" in name)
+    loss = CombinedLoss.from_configs(LossConfig(aperture_flux=w), config, conventions, real="generated" in name)
     @tf.function
     def step(a, b):
         with tf.GradientTape() as tape:

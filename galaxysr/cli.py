@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import BACKGROUND_METHODS, CATALOGUE_METHODS, SKIES, STRATEGIES, UPSAMPLING_METHODS
+from .config import BACKGROUND_METHODS, CATALOGUE_METHODS, SKIES
 
-__all__ = ["build_parser", "main"]
+__all__ = ["add_config_options", "build_parser", "config_from_options", "main"]
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -79,30 +79,71 @@ def _mock_real(args) -> int:
     return 0
 
 
+def add_config_options(parser, cls, title: str | None = None) -> None:
+    """Add the command-line flags of the configuration dataclass ``cls``: one per field declared
+    with :func:`galaxysr.config.option` (its flag, help and argparse options; the type from the
+    field's type hint, the default from the field's), in an argument group ``title``."""
+    import dataclasses
+    import typing
+
+    defaults, hints = cls(), typing.get_type_hints(cls)
+    values = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(cls)}
+    group = parser.add_argument_group(title) if title else parser
+    for f in dataclasses.fields(cls):
+        if "cli" not in f.metadata:
+            continue
+        spec = dict(f.metadata["cli"])
+        flag, negate = spec.pop("flag"), spec.pop("negate", False)
+        spec.pop("zero_is_none", None)
+        spec["help"] = spec["help"].format(**values)
+        dest, default = f"{cls.__name__}.{f.name}", values[f.name]
+        if negate or hints[f.name] is bool:
+            group.add_argument(flag, dest=dest, action="store_false" if negate else "store_true", **spec)
+            continue
+        kind = hints[f.name]
+        args = typing.get_args(kind)
+        if typing.get_origin(kind) is tuple:
+            kind, default = args[0], list(default)
+            spec.setdefault("nargs", "+")
+        elif type(None) in args:  # "X | None": the flag gives an X
+            kind = next(a for a in args if a is not type(None))
+        if "choices" in spec:
+            spec["choices"] = list(spec["choices"])
+        else:
+            spec.setdefault("metavar", f.name.upper())
+        group.add_argument(flag, dest=dest, type=kind, default=default, **spec)
+
+
+def config_from_options(cls, args, **given):
+    """The ``cls`` that the flags of :func:`add_config_options` describe, with the fields in
+    ``given`` set by the caller (nested configs, or values the flags do not give)."""
+    import dataclasses
+
+    values = {}
+    for f in dataclasses.fields(cls):
+        if "cli" not in f.metadata or f.name in given:
+            continue
+        value = getattr(args, f"{cls.__name__}.{f.name}")
+        if f.metadata["cli"].get("zero_is_none") and not value:
+            value = None
+        values[f.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values, **given)
+
+
 def _train_config(args):
     """The TrainConfig that ``galaxysr train`` options describe."""
-    from .datasets import DataConfig
     from .config import LossConfig
+    from .conventions import InputConventions
+    from .datasets import DataConfig
     from .model import ModelConfig
     from .training import TrainConfig
 
-    model = ModelConfig(input_bands=tuple(args.bands), tile=args.tile, depth=args.depth,
-                        base_filters=args.base_filters, pixel_arcsec=args.pixel, upsampling=args.upsampling,
-                        noise_inputs=not args.no_noise_inputs, uncertainty_head=not args.no_uncertainty_head,
-                        dropout=args.dropout)
-    data = DataConfig(sim_dir=args.sim_dir, n_sim_fields=args.n_sim_fields, sim_area_deg2=args.sim_area,
-                      real_dirs=(tuple(args.real_dir or DataConfig().real_dirs) if args.sim_per_real > 0 else ()),
-                      randomise=not args.no_randomise)
-    loss = LossConfig(l1=args.w_l1, mean_flux=args.w_mean, median_flux=args.w_median,
-                      aperture_flux=args.w_aperture, peak_flux=args.w_peak, uncertainty=args.w_uncertainty,
-                      sky_model=args.w_sky, adversarial=args.w_adversarial)
-    config = TrainConfig(model=model, loss=loss, data=data, epochs=args.epochs,
-                         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                         sim_per_real=args.sim_per_real, learning_rate=args.lr, seed=args.seed,
-                         warmup_steps=args.warmup_steps, clip_global_norm=(args.clip_norm or None),
-                         deterministic=args.deterministic,
-                         out_dir=args.out, strategy=args.strategy, init_from=args.init_from)
-    return config
+    sim_per_real = getattr(args, "TrainConfig.sim_per_real")
+    real_dirs = tuple(args.real_dir or DataConfig().real_dirs) if sim_per_real > 0 else ()
+    return config_from_options(TrainConfig, args, model=config_from_options(ModelConfig, args),
+                               conventions=config_from_options(InputConventions, args),
+                               loss=config_from_options(LossConfig, args),
+                               data=config_from_options(DataConfig, args, real_dirs=real_dirs))
 
 
 def _print_calibration(artifact, seed: int | None = None) -> None:
@@ -177,56 +218,19 @@ def _add_train(sub, light: bool = False) -> None:
     if light:
         return
     from .config import LossConfig
+    from .conventions import InputConventions
     from .datasets import DataConfig
-    from .instruments import SPIRE_BANDS
     from .model import ModelConfig
     from .training import TrainConfig
 
-    d, m, t = DataConfig(), ModelConfig(), TrainConfig()
-    p.add_argument("--epochs", type=int, default=t.epochs, help="epochs to train")
-    p.add_argument("--steps-per-epoch", type=int, default=t.steps_per_epoch, help="steps per epoch")
-    p.add_argument("--batch-size", type=int, default=t.batch_size, help="global batch size")
-    p.add_argument("--lr", type=float, default=t.learning_rate, help="peak Adam learning rate (cosine decay)")
-    p.add_argument("--warmup-steps", type=int, default=t.warmup_steps,
-                   help="steps of linear learning-rate warm-up before the cosine decay (0: none)")
-    p.add_argument("--clip-norm", type=float, default=t.clip_global_norm,
-                   help="clip gradients to this global norm (0: no clipping)")
-    p.add_argument("--deterministic", action="store_true",
-                   help="deterministic TF kernels (tf.config.experimental.enable_op_determinism): the same "
-                        "weights from the same seed on the same machine; see docs/training.md")
-    p.add_argument("--sim-per-real", type=int, default=t.sim_per_real,
-                   help="simulated steps per real step (0: simulated data only)")
-    p.add_argument("--real-dir", action="append", default=None,
-                   help=f"real pair folder (repeatable); default {list(d.real_dirs)}")
-    p.add_argument("--sim-dir", default=d.sim_dir, help="folder of simulated training fields")
-    p.add_argument("--n-sim-fields", type=int, default=d.n_sim_fields, help="simulated training fields")
-    p.add_argument("--sim-area", type=float, default=d.sim_area_deg2, help="area of each simulated field (deg²)")
-    p.add_argument("--bands", nargs="+", default=list(SPIRE_BANDS), choices=list(SPIRE_BANDS),
-                   help="input SPIRE bands")
-    p.add_argument("--tile", type=int, default=m.tile, help="tile side (pixels)")
-    p.add_argument("--depth", type=int, default=m.depth, help="UNet levels")
-    p.add_argument("--base-filters", type=int, default=m.base_filters, help="filters of the first level")
-    p.add_argument("--pixel", type=float, default=m.pixel_arcsec, help="output pixel scale (arcsec)")
-    p.add_argument("--upsampling", choices=UPSAMPLING_METHODS, default=m.upsampling,
-                   help="decoder upsampling: transposed convolutions (GalaxyGAN), sub-pixel convolutions, or "
-                        "sub-pixel for the output heads only")
-    p.add_argument("--dropout", type=float, default=m.dropout,
-                   help=f"dropout rate on the first {m.dropout_levels} decoder levels (GalaxyGAN used 0.5)")
-    p.add_argument("--no-noise-inputs", action="store_true", help="do not feed the SPIRE noise maps to the network")
-    p.add_argument("--no-uncertainty-head", action="store_true", help="no error-map output")
-    p.add_argument("--no-randomise", action="store_true",
-                   help="simulate every training field with the reference sky instead of drawing from the prior")
-    for term, key in (("l1", "l1"), ("mean", "mean_flux"), ("median", "median_flux"), ("aperture", "aperture_flux"),
-                      ("peak", "peak_flux"), ("uncertainty", "uncertainty"), ("sky", "sky_model"),
-                      ("adversarial", "adversarial")):
-        p.add_argument(f"--w-{term}", type=float, default=getattr(LossConfig(), key),
-                       help=f"weight of the {term} loss term")
-    p.add_argument("--seed", type=int, default=t.seed, help="random seed")
-    p.add_argument("--out", default=t.out_dir, help="run folder (checkpoints, TensorBoard logs, model)")
-    p.add_argument("--strategy", choices=STRATEGIES, default=t.strategy,
-                   help="tf.distribute strategy; multiworker reads TF_CONFIG")
-    p.add_argument("--init-from", default=None, metavar="MODEL",
-                   help="start from the weights of this model folder (same architecture) instead of at random")
+    add_config_options(p, TrainConfig, "training")
+    add_config_options(p, ModelConfig, "model")
+    add_config_options(p, InputConventions, "input conventions")
+    data = p.add_argument_group("data")
+    add_config_options(data, DataConfig)
+    data.add_argument("--real-dir", action="append", default=None,
+                      help=f"real pair folder (repeatable); default {list(DataConfig().real_dirs)}")
+    add_config_options(p, LossConfig, "loss weights")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this global step (rerun to continue)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -254,7 +258,7 @@ def _predict(args) -> int:
     except MissingBandError as error:
         # The library names the problem; here the flag that fixes it.
         raise MapError(f"{error} (--spire{error.band[-3:]} PATH)") from None
-    background = args.background or artifact.config.background
+    background = args.background or artifact.conventions.background
     made_from = provenance({b: m.source for b, m in maps.items()}, artifact,
                            {"overlap": args.overlap, "background": background})
     listed = digest(made_from, args.snr, args.min_flux, args.catalogue_method)
@@ -316,15 +320,12 @@ def _add_predict(sub, light: bool = False) -> None:
 
 
 def _evaluate(args) -> int:
-    from dataclasses import replace
-
     from .evaluate import (EvalConfig, evaluate_real, evaluate_simulated, evaluation_fields, summary_table,
                            update_readme, write_report)
     from .inference import load_artifact
 
     artifact = load_artifact(args.model)
-    config = replace(EvalConfig(), snr=args.snr, min_flux_mjy=args.min_flux, match_radius_arcsec=args.radius,
-                     area_deg2=args.area, seeds=tuple(args.seeds), field_dir=args.field_dir, skies=tuple(args.sky))
+    config = config_from_options(EvalConfig, args)
     progress = not args.no_progress
     if args.real:
         runs = {"real pair": evaluate_real(args.real, artifact, config, progress=progress)}
@@ -355,22 +356,14 @@ def _add_evaluate(sub, light: bool = False) -> None:
                                    "SPIRE + SCUBA-2 pair (--real), and write a report with plots.")
     if light:
         return
-    from .config import EVALUATION_SEEDS, REPORT_DIR
+    from .config import REPORT_DIR
     from .evaluate import EvalConfig
 
-    c = EvalConfig()
     p.add_argument("--model", default=None, help="model (default: the shipped one)")
     p.add_argument("--out", default=REPORT_DIR, help="report folder")
-    p.add_argument("--sky", nargs="+", choices=SKIES, default=list(c.skies),
-                   help="simulated skies to score (the first one goes into --update-readme)")
     p.add_argument("--fields", nargs="+", default=None, help="simulated Field folders instead of --sky")
-    p.add_argument("--seeds", nargs="+", type=int, default=list(EVALUATION_SEEDS), help="held-out field seeds")
-    p.add_argument("--area", type=float, default=c.area_deg2, help="area of each held-out field (deg²)")
-    p.add_argument("--field-dir", default=c.field_dir, help="where held-out fields are cached")
     p.add_argument("--real", default=None, help="evaluate on this real pair folder instead")
-    p.add_argument("--snr", type=float, default=c.snr, help="detection S/N")
-    p.add_argument("--min-flux", type=float, default=c.min_flux_mjy, help="detection floor (mJy/beam)")
-    p.add_argument("--radius", type=float, default=None, help="match radius in arcsec (default: 450 µm FWHM)")
+    add_config_options(p, EvalConfig, "scoring")
     p.add_argument("--update-readme", default=None, metavar="README", help="also refresh the results block of README")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_evaluate)

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 __all__ = ["VALIDATION_SEED", "CALIBRATION_SEEDS", "EVALUATION_SEEDS", "SIM_DIR", "EVAL_FIELD_DIR", "RUN_DIR",
            "REPORT_DIR", "BACKGROUND_METHODS", "UPSAMPLING_METHODS", "STRATEGIES", "CATALOGUE_METHODS", "SKIES",
-           "ConfigRecord", "LossConfig", "refuse_unknown_keys"]
+           "ConfigRecord", "LossConfig", "option", "refuse_unknown_keys"]
 
 #: The choices of settings that the command line offers too, defined once (here, so that
 #: building the command line imports nothing heavy).
@@ -30,6 +30,16 @@ CATALOGUE_METHODS = ("psf", "sky")
 #: Evaluation skies (:func:`galaxysr.evaluate.sky_simulation`): the held-out recipe (headline),
 #: the training distribution at evaluation seeds, and the reference sky of earlier versions.
 SKIES = ("held_out", "training", "reference")
+
+
+def option(default=dataclasses.MISSING, *, flag: str, help: str, **argparse_options) -> dataclasses.Field:
+    """A configuration field that the command line sets with ``flag``: the field's default is
+    the flag's, ``help`` is its help (``{name}`` fields of the config's defaults are filled in),
+    and the command line (:func:`galaxysr.cli.add_config_options`) takes its type from the type
+    hint. ``argparse_options`` go to ``add_argument`` (``choices``, ``nargs``, ``metavar``), and
+    two more are understood: ``negate=True`` (a ``--no-…`` flag that sets a True default False)
+    and ``zero_is_none=True`` (a numeric flag whose 0 means None, "off")."""
+    return dataclasses.field(default=default, metadata={"cli": {"flag": flag, "help": help, **argparse_options}})
 
 
 def refuse_unknown_keys(cls, data: dict, what: str) -> None:
@@ -133,14 +143,14 @@ class LossConfig(ConfigRecord):
     :mod:`galaxysr.losses` for the terms.
     """
 
-    l1: float = 1.0
-    mean_flux: float = 0.02
-    median_flux: float = 0.02
-    aperture_flux: float = 0.01
-    peak_flux: float = 0.02
-    uncertainty: float = 0.02
-    sky_model: float = 10.0
-    adversarial: float = 0.0
+    l1: float = option(1.0, flag="--w-l1", help="weight of the l1 loss term")
+    mean_flux: float = option(0.02, flag="--w-mean", help="weight of the mean loss term")
+    median_flux: float = option(0.02, flag="--w-median", help="weight of the median loss term")
+    aperture_flux: float = option(0.01, flag="--w-aperture", help="weight of the aperture loss term")
+    peak_flux: float = option(0.02, flag="--w-peak", help="weight of the peak loss term")
+    uncertainty: float = option(0.02, flag="--w-uncertainty", help="weight of the uncertainty loss term")
+    sky_model: float = option(10.0, flag="--w-sky", help="weight of the sky loss term")
+    adversarial: float = option(0.0, flag="--w-adversarial", help="weight of the adversarial loss term")
     aperture_radius_fwhm: float = 1.0
     peak_radius_fwhm: float = 0.5
     detect_threshold_mjy: float = 2.0

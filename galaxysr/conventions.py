@@ -18,7 +18,7 @@ background**. Maps as users download them are often neither:
 
 The training fields go through the same function (:func:`galaxysr.datasets.stack_inputs`),
 so a model and its inputs share one convention; the model records it
-(``ModelConfig.background``) and prediction applies it (or what the user asks for) and
+(:class:`InputConventions`, beside its architecture in ``config.json``) and prediction applies it (or what the user asks for) and
 writes what it did into the output header (``CALnnn``, ``BKGnnn``, ``BKGMETH``).
 
 Measured (a simulated 0.1 deg² 250 µm field, galaxysr's simulator): adding +25 mJy/beam
@@ -31,16 +31,71 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 from astropy import units as u
 
-from .config import BACKGROUND_METHODS
+from .config import BACKGROUND_METHODS, ConfigRecord, option
 from .maps import MJY_PER_BEAM, Map
 
-__all__ = ["BACKGROUND_METHODS", "Conditioned", "k_ptoe", "robust_plane", "background_map", "condition"]
+__all__ = ["BACKGROUND_METHODS", "InputConventions", "Conditioned", "k_ptoe", "robust_plane", "background_map",
+           "condition"]
 
-#: How a map's background can be removed (see the module docstring).
+
+@dataclass(frozen=True)
+class InputConventions(ConfigRecord):
+    """What a model's inputs are brought to, in training and prediction alike: its grid and
+    its background (the architecture is :class:`galaxysr.model.ModelConfig`).
+
+    Attributes
+    ----------
+    pixel_arcsec : float
+        Output (and input, after reprojection) pixel scale in arcsec. 2″ samples the 7.9″
+        target beam with ~4 pixels per FWHM at a quarter of the cost of 1″ pixels. The
+        network's fixed beam layer is drawn on this grid, so a model works at this scale only.
+    background : str
+        How the SPIRE maps' background is removed before they reach the network:
+        ``"filter"``, ``"median"`` or ``"none"`` (galaxysr ≤ 0.2: none at prediction, global
+        mean zero in training); see the module docstring.
+    """
+
+    pixel_arcsec: float = option(2.0, flag="--pixel", help="output pixel scale (arcsec)")
+    background: str = "filter"
+
+    #: Models written before the background was removed at prediction did not remove it.
+    LEGACY: ClassVar[dict] = {"background": "none"}
+    WHAT: ClassVar[str] = "input convention(s)"
+    #: The fields as galaxysr ≤ 0.4 wrote them, inside the model settings.
+    IN_MODEL_SETTINGS: ClassVar[tuple] = ("pixel_arcsec", "background")
+
+    def __post_init__(self):
+        if not (np.isfinite(self.pixel_arcsec) and self.pixel_arcsec > 0):
+            raise ValueError(f"pixel_arcsec must be a positive number of arcsec, got {self.pixel_arcsec!r}")
+        if self.background not in BACKGROUND_METHODS:
+            raise ValueError(f"background must be one of {', '.join(BACKGROUND_METHODS)}, got {self.background!r}")
+
+    @property
+    def pixel(self) -> u.Quantity:
+        """The pixel scale as an angle."""
+        return self.pixel_arcsec * u.arcsec
+
+    def sky_pixel_arcsec(self, oversample: int) -> float:
+        """Side of a sky-model pixel (arcsec) for a model with ``oversample`` sky pixels per
+        output pixel side (:attr:`galaxysr.model.ModelConfig.sky_oversample`)."""
+        return self.pixel_arcsec / oversample
+
+    @classmethod
+    def split_from(cls, train: dict) -> dict:
+        """A saved training config (dict) with its input conventions in ``"conventions"``:
+        galaxysr ≤ 0.4 wrote them inside ``"model"``, where they are moved from (the dict given
+        is not changed)."""
+        train = dict(train)
+        if "conventions" not in train and isinstance(train.get("model"), dict):
+            model = dict(train["model"])
+            train["conventions"] = {k: model.pop(k) for k in cls.IN_MODEL_SETTINGS if k in model}
+            train["model"] = model
+        return train
 
 
 @dataclass

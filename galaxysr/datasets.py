@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 
-from .conventions import condition
+from .conventions import InputConventions, condition
 from .instruments import get_band
 from .maps import Field, MapError, output_grid, read_field, reproject_map, write_field
 from .model import ModelConfig
@@ -31,7 +31,7 @@ from .noise import with_noise
 from .simulate import SIMULATOR_VERSION, SimulationConfig, SkyPrior, column_mjy, render_catalogue, simulate_field
 
 from .config import CALIBRATION_SEEDS, EVALUATION_SEEDS, SIM_DIR, VALIDATION_SEED  # noqa: F401  (re-exported)
-from .config import ConfigRecord
+from .config import ConfigRecord, option
 
 __all__ = ["DataConfig", "resolve_path", "Pair", "stack_inputs", "prepare_simulated", "prepare_real", "tile_origins",
            "sim_field_dir", "SIMULATION_FILE", "cached_field", "ensure_simulated_fields", "load_pairs",
@@ -76,11 +76,13 @@ class DataConfig(ConfigRecord):
         dynamic range of real skies.
     """
 
-    sim_dir: str = SIM_DIR
-    n_sim_fields: int = 16
-    sim_area_deg2: float = 0.16
+    sim_dir: str = option(SIM_DIR, flag="--sim-dir", help="folder of simulated training fields")
+    n_sim_fields: int = option(16, flag="--n-sim-fields", help="simulated training fields")
+    sim_area_deg2: float = option(0.16, flag="--sim-area", help="area of each simulated field (deg²)")
     first_seed: int = 1
-    randomise: bool = True
+    randomise: bool = option(True, flag="--no-randomise", negate=True,
+                             help="simulate every training field with the reference sky instead of drawing from "
+                                  "the prior")
     prior: SkyPrior = field(default_factory=SkyPrior)
     valid_seed: int = VALIDATION_SEED
     n_valid_tiles: int = 32
@@ -135,13 +137,13 @@ class Pair:
     sky_target: np.ndarray | None = None
 
 
-def stack_inputs(field: Field, config: ModelConfig, wcs, shape) -> np.ndarray:
+def stack_inputs(field: Field, config: ModelConfig, conventions: InputConventions, wcs, shape) -> np.ndarray:
     """The network's input channels for ``field`` on (wcs, shape), (H, W, C) in mJy/beam:
-    the SPIRE maps of ``config.input_bands`` under the model's input conventions
+    the SPIRE maps of ``config.input_bands`` under the model's ``conventions``
     (:func:`galaxysr.conventions.condition`: point-source mJy/beam, background removed as
     prediction removes it), then (``config.noise_inputs``) their 1σ noise maps (a map
     without one gets :func:`galaxysr.noise.estimate_white_noise`)."""
-    maps = [reproject_map(with_noise(condition(field[b], config.background).map)[0], wcs, shape)
+    maps = [reproject_map(with_noise(condition(field[b], conventions.background).map)[0], wcs, shape)
             for b in config.input_bands]
     channels = [m.data for m in maps]
     if config.noise_inputs:
@@ -149,17 +151,16 @@ def stack_inputs(field: Field, config: ModelConfig, wcs, shape) -> np.ndarray:
     return np.stack(channels, axis=-1)
 
 
-def prepare_simulated(field: Field, config: ModelConfig, sky_fwhm_arcsec: float | None = None,
-                      target_min_mjy: float = 0.0) -> Pair:
+def prepare_simulated(field: Field, config: ModelConfig, conventions: InputConventions,
+                      sky_fwhm_arcsec: float | None = None, target_min_mjy: float = 0.0) -> Pair:
     """Inputs and noise-free target for a simulated field (truth catalogue required) of the
     sources at least ``target_min_mjy`` bright in the target band; with ``sky_fwhm_arcsec``,
     also those drawn through a Gaussian of that FWHM (peak = flux)."""
     if field.truth is None:
         raise MapError(f"{field.path}: no truth.ecsv, so no noise-free target; simulated fields "
                        "are made by `galaxysr simulate`")
-    pixel = config.pixel_arcsec * u.arcsec
-    wcs, shape = output_grid(field[config.input_bands[0]], pixel)
-    inputs = stack_inputs(field, config, wcs, shape)
+    wcs, shape = output_grid(field[config.input_bands[0]], conventions.pixel)
+    inputs = stack_inputs(field, config, conventions, wcs, shape)
     band = get_band(config.target_band)
     truth = field.truth[column_mjy(field.truth, f"flux_{band.name}") >= target_min_mjy]
     target = render_catalogue(truth, band, wcs, shape).astype(np.float32)
@@ -168,16 +169,15 @@ def prepare_simulated(field: Field, config: ModelConfig, sky_fwhm_arcsec: float 
     return Pair(inputs, target, wcs, field.path, sky)
 
 
-def prepare_real(field: Field, config: ModelConfig, max_rms_mjy: float) -> Pair:
+def prepare_real(field: Field, config: ModelConfig, conventions: InputConventions, max_rms_mjy: float) -> Pair:
     """Inputs and masked 450 µm target for a real pair, on the 450 map's footprint."""
     target_map = field[config.target_band]
     if target_map.noise is None:
         raise MapError(f"{field.path}: the 450 µm map has no rms map (scuba2_450_rms.fits or a "
                        "NOISE/VARIANCE extension); it is needed to mask poorly covered pixels")
-    pixel = config.pixel_arcsec * u.arcsec
-    wcs, shape = output_grid(target_map, pixel)
+    wcs, shape = output_grid(target_map, conventions.pixel)
     target = reproject_map(target_map, wcs, shape)
-    inputs = stack_inputs(field, config, wcs, shape)
+    inputs = stack_inputs(field, config, conventions, wcs, shape)
     overlap = np.isfinite(inputs).all(-1) & np.isfinite(target.data)
     if not overlap.any():
         raise MapError(f"{field.path}: the 450 µm map does not overlap the SPIRE maps "
@@ -240,7 +240,7 @@ def ensure_simulated_fields(config: DataConfig, seeds, progress: bool = True) ->
                           leave=False)]
 
 
-def load_pairs(data: DataConfig, model: ModelConfig, progress: bool = True, sky_fwhm_arcsec: float | None = None):
+def load_pairs(data: DataConfig, model: ModelConfig, conventions: InputConventions, progress: bool = True, sky_fwhm_arcsec: float | None = None):
     """(simulated training pairs, validation pair, real pairs), checked for usability; the
     simulated ones carry the truth drawn at ``sky_fwhm_arcsec`` for sky-model networks."""
     seeds = list(range(data.first_seed, data.first_seed + data.n_sim_fields))
@@ -250,8 +250,8 @@ def load_pairs(data: DataConfig, model: ModelConfig, progress: bool = True, sky_
     folders = ensure_simulated_fields(data, [*seeds, data.valid_seed], progress)
     bands = (*model.input_bands, model.target_band)
     sky = sky_fwhm_arcsec if model.has_sky else None
-    sim = [prepare_simulated(read_field(f, bands), model, sky, data.target_min_mjy) for f in folders[:-1]]
-    valid = prepare_simulated(read_field(folders[-1], bands), model, sky, data.target_min_mjy)
+    sim = [prepare_simulated(read_field(f, bands), model, conventions, sky, data.target_min_mjy) for f in folders[:-1]]
+    valid = prepare_simulated(read_field(folders[-1], bands), model, conventions, sky, data.target_min_mjy)
     real = []
     for folder in data.real_dirs:
         path = resolve_path(folder)
@@ -260,7 +260,7 @@ def load_pairs(data: DataConfig, model: ModelConfig, progress: bool = True, sky_
                     if "mock_real" in str(folder) else "")
             raise MapError(f"{folder}: real-pair folder not found;{hint} or train on simulations only "
                            "with --sim-per-real 0")
-        real.append(prepare_real(read_field(path, bands), model, data.real_max_rms_mjy))
+        real.append(prepare_real(read_field(path, bands), model, conventions, data.real_max_rms_mjy))
     return sim, valid, real
 
 
@@ -278,13 +278,13 @@ class TileStream:
     imitate by painting flux along its edges.
     """
 
-    def __init__(self, pairs: list[Pair], model: ModelConfig, seed: int, stride: int = 8,
-                 min_good: float = 1.0, name: str = "tiles"):
+    def __init__(self, pairs: list[Pair], model: ModelConfig, conventions: InputConventions, seed: int,
+                 stride: int = 8, min_good: float = 1.0, name: str = "tiles"):
         self.tile = model.tile
         self.scaling = model.scaling
         self.seed = int(seed)
         self.name = name
-        self.margin = int(np.ceil(3 * get_band(model.target_band).sigma_pixels(model.pixel_arcsec * u.arcsec))) \
+        self.margin = int(np.ceil(3 * get_band(model.target_band).sigma_pixels(conventions.pixel))) \
             if model.has_sky else 0
         self.origins = tile_origins(pairs, self.tile, stride, min_good)
         if len(self.origins) == 0:

@@ -494,10 +494,11 @@ class CombinedLoss(_ScaledLoss):
         }
 
     @classmethod
-    def from_configs(cls, loss: LossConfig, model, real: bool) -> "CombinedLoss":
+    def from_configs(cls, loss: LossConfig, model, conventions, real: bool) -> "CombinedLoss":
         """The combined loss of a run: ``loss`` (LossConfig) for a network of ``model``
-        (ModelConfig), in its simulated or real form."""
-        return cls(loss, model.pixel_arcsec, model.target_band, real, uncertainty_head=model.uncertainty_head,
+        (ModelConfig) on the grid of ``conventions`` (InputConventions), in its simulated or
+        real form."""
+        return cls(loss, conventions.pixel_arcsec, model.target_band, real, uncertainty_head=model.uncertainty_head,
                    sky_oversample=model.sky_oversample if model.has_sky else 0,
                    softening_mjy=model.scaling.softening_mjy, ceiling_mjy=model.scaling.ceiling_mjy)
 

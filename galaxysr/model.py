@@ -26,7 +26,8 @@ from functools import lru_cache
 import numpy as np
 
 from .beam import draw_through_beam, render_kernel, render_numpy  # noqa: F401  (re-exported)
-from .config import BACKGROUND_METHODS, UPSAMPLING_METHODS, ConfigRecord
+from .config import UPSAMPLING_METHODS, ConfigRecord, option
+from .conventions import InputConventions
 from .instruments import SPIRE_BANDS, TARGET_BAND, get_band
 
 __all__ = ["FluxScaling", "ModelConfig", "OUTPUT_BETA_INIT", "SKY_BETA_INIT", "render_kernel", "render_numpy",
@@ -97,7 +98,8 @@ def _drop_abandoned_experiments(data: dict) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig(ConfigRecord):
-    """Architecture and data geometry of a generator.
+    """Architecture of a generator (the grid and background of its inputs are its
+    :class:`~galaxysr.conventions.InputConventions`).
 
     Attributes
     ----------
@@ -105,9 +107,6 @@ class ModelConfig(ConfigRecord):
         SPIRE bands fed as channels, in order (a 250-only model is ``("spire_250",)``).
     target_band : str
         The band the output imitates.
-    pixel_arcsec : float
-        Output (and input, after reprojection) pixel scale in arcsec. 2″ samples the 7.9″
-        target beam with ~4 pixels per FWHM at a quarter of the cost of 1″ pixels.
     tile : int
         Training tile side in pixels (128 px = 4.3′ at 2″, several SPIRE 500 beams).
         The network is fully convolutional: any multiple of 2**depth works at inference.
@@ -144,34 +143,33 @@ class ModelConfig(ConfigRecord):
     full_resolution_head : bool
         Give the sky-model head a decoder level of its own at the output pixel scale, with
         the input maps as its skip connection (see build_generator).
-    background : str
-        How the SPIRE maps' background is removed before they reach the network, in training
-        and in prediction alike (:mod:`galaxysr.conventions`): ``"filter"``, ``"median"`` or
-        ``"none"`` (galaxysr ≤ 0.2: none at prediction, global mean zero in training).
     sky_oversample : int
         Sky-model pixels per output pixel side (2: a 1″ sky model under a 2″ map, so
         positions are held to 1″ and a source split over neighbouring sky pixels renders
         at most 1 % wider than the beam).
     """
 
-    input_bands: tuple[str, ...] = SPIRE_BANDS
+    input_bands: tuple[str, ...] = option(SPIRE_BANDS, flag="--bands", nargs="+", choices=SPIRE_BANDS,
+                                          help="input SPIRE bands")
     target_band: str = TARGET_BAND
-    pixel_arcsec: float = 2.0
-    tile: int = 128
-    depth: int = 6
-    base_filters: int = 16
+    tile: int = option(128, flag="--tile", help="tile side (pixels)")
+    depth: int = option(6, flag="--depth", help="UNet levels")
+    base_filters: int = option(16, flag="--base-filters", help="filters of the first level")
     max_filter_factor: int = 8
-    dropout: float = 0.0
+    dropout: float = option(0.0, flag="--dropout",
+                            help="dropout rate on the first {dropout_levels} decoder levels (GalaxyGAN used 0.5)")
     dropout_levels: int = 2
     leaky_slope: float = 0.2
     scaling: FluxScaling = field(default_factory=FluxScaling)
-    noise_inputs: bool = True
-    upsampling: str = "subpixel_head"
-    uncertainty_head: bool = True
+    noise_inputs: bool = option(True, flag="--no-noise-inputs", negate=True,
+                                help="do not feed the SPIRE noise maps to the network")
+    upsampling: str = option("subpixel_head", flag="--upsampling", choices=UPSAMPLING_METHODS,
+                             help="decoder upsampling: transposed convolutions (GalaxyGAN), sub-pixel convolutions, "
+                                  "or sub-pixel for the output heads only")
+    uncertainty_head: bool = option(True, flag="--no-uncertainty-head", negate=True, help="no error-map output")
     output: str = "sky_model"
     sky_oversample: int = 2
     full_resolution_head: bool = False
-    background: str = "filter"
 
     def __post_init__(self):
         for name in (*self.input_bands, self.target_band):
@@ -182,8 +180,6 @@ class ModelConfig(ConfigRecord):
             raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING_METHODS)}, got {self.upsampling!r}")
         if self.output not in ("sky_model", "map"):
             raise ValueError(f"output must be 'sky_model' or 'map', got {self.output!r}")
-        if self.background not in BACKGROUND_METHODS:
-            raise ValueError(f"background must be one of {', '.join(BACKGROUND_METHODS)}, got {self.background!r}")
         if self.sky_oversample < 1:
             raise ValueError(f"sky_oversample must be a positive integer, got {self.sky_oversample}")
 
@@ -191,11 +187,6 @@ class ModelConfig(ConfigRecord):
     def has_sky(self) -> bool:
         """Whether the network outputs a sky model (drawn through the beam)."""
         return self.output == "sky_model"
-
-    @property
-    def sky_pixel_arcsec(self) -> float:
-        """Side of a sky-model pixel (arcsec)."""
-        return self.pixel_arcsec / self.sky_oversample
 
     @property
     def output_channels(self) -> dict:
@@ -228,12 +219,16 @@ class ModelConfig(ConfigRecord):
 
     #: Models written before these existed had none of them (and painted the map itself).
     LEGACY: ClassVar[dict] = {"noise_inputs": False, "upsampling": "transpose", "uncertainty_head": False,
-                              "output": "map", "background": "none"}
+                              "output": "map"}
     WHAT: ClassVar[str] = "model setting(s)"
 
     @classmethod
     def _upgrade(cls, data: dict) -> dict:
         _drop_abandoned_experiments(data)
+        moved = [k for k in InputConventions.IN_MODEL_SETTINGS if k in data]
+        if moved:
+            raise ValueError(f"{', '.join(moved)}: input conventions, not model settings; read a saved training "
+                             "config with TrainConfig.from_dict (or InputConventions.split_from), which moves them")
         # Before 0.4 calibration was written into the model settings; it is the artifact's
         # Calibration record now (galaxysr.inference.artifact.read_calibration reads it there).
         data.pop("effective_fwhm_arcsec", None)
@@ -272,13 +267,14 @@ def pixel_shuffle_layer():
 
 
 class _Blocks:
-    """The generator's building blocks for one ModelConfig: synchronised BatchNorm, the
-    LeakyReLU, and the upsampling step its ``upsampling`` setting asks for."""
+    """The generator's building blocks for one ModelConfig (on the grid of its input
+    conventions): synchronised BatchNorm, the LeakyReLU, and the upsampling step its
+    ``upsampling`` setting asks for."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, conventions: InputConventions):
         import keras
 
-        self.config, self.keras, self.layers = config, keras, keras.layers
+        self.config, self.conventions, self.keras, self.layers = config, conventions, keras, keras.layers
         self.custom = galaxysr_layers()
 
     def norm(self, offset: float = 0.0):
@@ -342,7 +338,7 @@ def _sky_head(b: _Blocks, features, inputs):
                       bias_initializer=b.keras.initializers.Constant(SKY_BETA_INIT))(features)
     z = custom.SkyActivation(scaling.softening_mjy, scaling.norm, name="sky_model")(z)  # elementwise
     sky = custom.PixelShuffle(block=block, name="sky_shuffle")(z) if block > 1 else z
-    sigma = get_band(config.target_band).sigma_pixels(config.sky_pixel_arcsec * u.arcsec)
+    sigma = get_band(config.target_band).sigma_pixels(b.conventions.sky_pixel_arcsec(f) * u.arcsec)
     drawn = custom.BeamRender(sigma, f, name="beam")(sky)
     return custom.AsinhScale(scaling.softening_mjy, scaling.ceiling_mjy, name="scuba2_450")(drawn), sky, features
 
@@ -367,8 +363,9 @@ def _error_head(b: _Blocks, features):
                                                                                 name="error_offset")(scale))
 
 
-def build_generator(config: ModelConfig = ModelConfig()):
-    """The UNet generator as a `keras.Model` mapping (B, H, W, n_channels) → (B, H, W, C):
+def build_generator(config: ModelConfig = ModelConfig(), conventions: InputConventions = InputConventions()):
+    """The UNet generator as a `keras.Model` mapping (B, H, W, n_channels) → (B, H, W, C) on
+    the pixel grid of ``conventions`` (the sky-model head's fixed beam is drawn on it):
     the map (normalised units), then its error scale (with the uncertainty head), then the
     sky model packed by space-to-depth (sky-model output); see
     :attr:`ModelConfig.output_channels`.
@@ -376,7 +373,7 @@ def build_generator(config: ModelConfig = ModelConfig()):
     Batch normalisation is synchronised across replicas, so a batch split over several
     devices normalises exactly like the same batch on one device.
     """
-    b = _Blocks(config)
+    b = _Blocks(config, conventions)
     inputs = b.keras.Input(shape=(None, None, config.n_channels), name="spire")
     features = _unet(b, inputs)
     if config.has_sky:

@@ -377,7 +377,7 @@ def _provenance(artifact, maps: dict, spire250, out, background, snr, min_flux_m
 
     stem = field_stem(spire250)
     made_from = provenance({b: m.source for b, m in maps.items()}, artifact,
-                           {"overlap": None, "background": background or artifact.config.background})
+                           {"overlap": None, "background": background or artifact.conventions.background})
     return (made_from, digest(made_from, snr, min_flux_mjy, method), Path(out) / f"{stem}_450.fits",
             Path(out) / f"{stem}_450.ecsv")
 

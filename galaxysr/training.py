@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .config import RUN_DIR, STRATEGIES, ConfigRecord, LossConfig
+from .config import RUN_DIR, STRATEGIES, ConfigRecord, LossConfig, option
 from .datasets import DataConfig, TileStream, load_pairs
+from .conventions import InputConventions
 from .model import ModelConfig
 
 __all__ = ["ARTIFACT_FILES", "TrainConfig", "learning_rate_schedule", "SpikeWatch", "make_strategy", "write_config",
@@ -40,6 +41,9 @@ class TrainConfig(ConfigRecord):
 
     Attributes
     ----------
+    model, conventions, loss, data
+        The architecture (:class:`~galaxysr.model.ModelConfig`), the grid and background of its
+        inputs (:class:`~galaxysr.conventions.InputConventions`), the loss and the training data.
     epochs, steps_per_epoch : int
         Training length; an epoch ends with validation, summaries and a checkpoint.
     batch_size : int
@@ -76,27 +80,41 @@ class TrainConfig(ConfigRecord):
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    conventions: InputConventions = field(default_factory=InputConventions)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    epochs: int = 200
-    steps_per_epoch: int = 60
-    batch_size: int = 8
-    sim_per_real: int = 2
-    learning_rate: float = 1e-3
+    epochs: int = option(200, flag="--epochs", help="epochs to train")
+    steps_per_epoch: int = option(60, flag="--steps-per-epoch", help="steps per epoch")
+    batch_size: int = option(8, flag="--batch-size", help="global batch size")
+    sim_per_real: int = option(2, flag="--sim-per-real", help="simulated steps per real step (0: simulated data only)")
+    learning_rate: float = option(1e-3, flag="--lr", help="peak Adam learning rate (cosine decay)")
     final_lr_fraction: float = 0.05
     beta_1: float = 0.5
-    warmup_steps: int = 600
-    clip_global_norm: float | None = 1.0
-    deterministic: bool = False
-    seed: int = 0
-    out_dir: str = RUN_DIR
-    strategy: str = "mirrored"
+    warmup_steps: int = option(600, flag="--warmup-steps",
+                               help="steps of linear learning-rate warm-up before the cosine decay (0: none)")
+    clip_global_norm: float | None = option(1.0, flag="--clip-norm", zero_is_none=True,
+                                            help="clip gradients to this global norm (0: no clipping)")
+    deterministic: bool = option(False, flag="--deterministic",
+                                 help="deterministic TF kernels (tf.config.experimental.enable_op_determinism): the "
+                                      "same weights from the same seed on the same machine; see docs/training.md")
+    seed: int = option(0, flag="--seed", help="random seed")
+    out_dir: str = option(RUN_DIR, flag="--out", help="run folder (checkpoints, TensorBoard logs, model)")
+    strategy: str = option("mirrored", flag="--strategy", choices=STRATEGIES,
+                           help="tf.distribute strategy; multiworker reads TF_CONFIG")
     log_every: int = 10
-    init_from: str | None = None
+    init_from: str | None = option(None, flag="--init-from", metavar="MODEL",
+                                   help="start from the weights of this model folder (same architecture) instead "
+                                        "of at random")
 
     #: Runs before 0.4 had no warm-up, clipping or determinism switch.
     LEGACY: ClassVar[dict] = {"warmup_steps": 0, "clip_global_norm": None, "deterministic": False}
     WHAT: ClassVar[str] = "training setting(s)"
+
+    @classmethod
+    def _upgrade(cls, data: dict) -> dict:
+        # Configs written before InputConventions existed (the shipped 0.4 model's among them)
+        # kept the pixel scale and background inside the model settings.
+        return InputConventions.split_from(data)
 
     @property
     def total_steps(self) -> int:
@@ -413,14 +431,16 @@ class Trainer:
 
     def _load_data(self, progress: bool) -> None:
         config = self.config
-        sim, valid, real = load_pairs(config.data, config.model, progress, config.loss.sky_fwhm_arcsec)
-        self.sim_stream = TileStream(sim, config.model, seed=config.seed * 2 + 1, name="simulated fields")
-        self.real_stream = (TileStream(real, config.model, seed=config.seed * 2 + 2,
+        sim, valid, real = load_pairs(config.data, config.model, config.conventions, progress,
+                                      config.loss.sky_fwhm_arcsec)
+        self.sim_stream = TileStream(sim, config.model, config.conventions, seed=config.seed * 2 + 1,
+                                     name="simulated fields")
+        self.real_stream = (TileStream(real, config.model, config.conventions, seed=config.seed * 2 + 2,
                                        min_good=config.data.real_min_good_fraction, name="real pairs")
                             if real and config.sim_per_real > 0 else None)
         if self.real_stream is None:
             config = self.config = replace(config, data=replace(config.data, real_dirs=()))
-        self.valid = TileStream([valid], config.model, seed=10_000 + config.seed,
+        self.valid = TileStream([valid], config.model, config.conventions, seed=10_000 + config.seed,
                                 name="validation field").take(config.data.n_valid_tiles)
 
     def _build(self) -> None:
@@ -433,7 +453,7 @@ class Trainer:
         config = self.config
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
-            self.model = build_generator(config.model)
+            self.model = build_generator(config.model, config.conventions)
             self.optimizer = keras.optimizers.Adam(learning_rate_schedule(config), beta_1=config.beta_1,
                                                    global_clipnorm=config.clip_global_norm)
             self.optimizer.build(self.model.trainable_variables)
@@ -444,7 +464,7 @@ class Trainer:
                 # pix2pix's discriminator optimiser: Adam 2e-4, beta_1 0.5, constant.
                 self.d_optimizer = keras.optimizers.Adam(2e-4, beta_1=0.5)
                 self.d_optimizer.build(self.discriminator.trainable_variables)
-        self.losses = {kind: CombinedLoss.from_configs(config.loss, config.model, real=(kind == "real"))
+        self.losses = {kind: CombinedLoss.from_configs(config.loss, config.model, config.conventions, real=(kind == "real"))
                        for kind in ("sim", "real")}
 
     def _checkpoint(self):
@@ -744,7 +764,7 @@ def export_artifact(model, config: TrainConfig, folder: str | os.PathLike, metri
     write_config(portable(config), folder / "config.json",
                  {"provenance": provenance(config), "normalisation": asdict(config.model.scaling),
                   "bands": {"inputs": list(config.model.input_bands), "target": config.model.target_band},
-                  "pixel_arcsec": config.model.pixel_arcsec})
+                  "pixel_arcsec": config.conventions.pixel_arcsec})
     (folder / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
     # A folder exported into again holds a new network: an earlier calibration is not its own.
     (folder / "calibration.json").unlink(missing_ok=True)

@@ -8,7 +8,7 @@ from astropy.table import Table
 from galaxysr.catalogue import extract_sources
 from galaxysr.evaluate import EvalConfig, baseline_comparison, binned_fraction, match, paired_offsets, score
 from galaxysr.instruments import BANDS
-from galaxysr.maps import Map, tan_wcs
+from galaxysr.maps import Map, tan_wcs, write_map
 from galaxysr.simulate import render_sources
 
 CENTRE = SkyCoord(150 * u.deg, 2 * u.deg)
@@ -227,7 +227,7 @@ def test_catalogue_applies_the_maps_flux_curve_to_flux_and_error(tmp_path):
                   extract_sources(replace(m, noise=None), snr=5)):
         assert other.meta["flux_calibration"] == "none"
     # The curve travels with the map through FITS.
-    back = read_map(m.write(tmp_path / "map.fits"))
+    back = read_map(write_map(m, tmp_path / "map.fits"))
     assert back.flux_curves == {"error": curve}
     np.testing.assert_allclose(extract_sources(back, snr=5)["flux"], cat["flux"], rtol=1e-5)
 

@@ -72,9 +72,9 @@ def test_predict_and_the_python_api_leave_stderr_empty(tiny_model, field_files, 
                           str(tmp_path / "o.fits"), "--model", str(tiny_model), "--no-progress"],
                          capture_output=True, text=True, env=_clean_env(), cwd=tmp_path)
     assert out.returncode == 0 and out.stderr == "", out.stderr
-    code = (f"from galaxysr import super_resolve\n"
+    code = (f"from galaxysr import super_resolve, write_map\n"
             f"m = super_resolve({str(folder / 'cosmos_250.fits')!r}, model={str(tiny_model)!r})\n"
-            f"m.write({str(tmp_path / 'api.fits')!r})\n")
+            f"write_map(m, {str(tmp_path / 'api.fits')!r})\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_clean_env(),
                          cwd=tmp_path)
     assert out.returncode == 0 and out.stderr == "", out.stderr

@@ -182,7 +182,7 @@ def test_shipped_model_places_a_point_source_with_a_scuba2_like_beam():
     near = (abs(xx - x0) < 15) & (abs(yy - y0) < 15)
     guess = models.Gaussian2D(np.nanmax(response[near]), x0, y0, 2, 2)
     fit = fitting.LevMarLSQFitter()(guess, xx[near], yy[near], np.nan_to_num(response[near]))
-    pixel = artifact.config.pixel_arcsec
+    pixel = artifact.conventions.pixel_arcsec
     offset = np.hypot(fit.x_mean.value - x0, fit.y_mean.value - y0) * pixel
     fwhm = 2.3548 * np.sqrt(abs(fit.x_stddev.value * fit.y_stddev.value)) * pixel
     assert offset <= 2.0, offset

@@ -7,6 +7,7 @@ import keras
 from astropy import units as u
 
 from galaxysr.config import LossConfig
+from galaxysr.conventions import InputConventions
 from galaxysr.instruments import BANDS
 from galaxysr.losses import (ApertureFluxLoss, CombinedLoss, L1Loss, MeanFluxLoss, MedianFluxLoss, PeakFluxLoss,
                              UncertaintyLoss, _masked_median, aperture_sums, disk_kernel, local_peaks)
@@ -216,7 +217,7 @@ def test_sky_model_generator_outputs_map_error_and_packed_sky():
     from galaxysr.inference import unpack_sky
     from galaxysr.model import render_numpy
 
-    sigma = BANDS["scuba2_450"].sigma_pixels(config.sky_pixel_arcsec * u.arcsec)
+    sigma = BANDS["scuba2_450"].sigma_pixels(InputConventions().sky_pixel_arcsec(config.sky_oversample) * u.arcsec)
     drawn = render_numpy(unpack_sky(out[0, ..., 2:], 2), sigma, 2)
     np.testing.assert_allclose(SCALING.inverse(out[0, ..., 0]), drawn, rtol=1e-3, atol=1e-4)
 
@@ -296,3 +297,41 @@ def test_config_records_round_trip_and_refuse_unknown_keys():
     del legacy["warmup_steps"], legacy["loss"]["bright_mjy"]
     old = TrainConfig.from_dict(legacy)
     assert old.warmup_steps == 0 and old.loss.bright_mjy == 0.0
+
+
+def test_input_conventions_are_their_own_record_and_old_configs_move_them_there():
+    import json
+
+    from galaxysr.training import TrainConfig
+
+    config = TrainConfig(conventions=InputConventions(pixel_arcsec=1.5, background="median"))
+    saved = json.loads(json.dumps(config.to_dict()))
+    assert "pixel_arcsec" not in saved["model"] and saved["conventions"] == {"pixel_arcsec": 1.5,
+                                                                              "background": "median"}
+    assert TrainConfig.from_dict(saved) == config
+    # Written before the split (the shipped 0.4 model's config): the two settings sat in "model".
+    old = json.loads(json.dumps(TrainConfig().to_dict()))
+    del old["conventions"]
+    old["model"].update(pixel_arcsec=1.5, background="median")
+    assert TrainConfig.from_dict(old).conventions == InputConventions(1.5, "median")
+    del old["model"]["background"]  # older still: no background removal at prediction
+    assert TrainConfig.from_dict(old).conventions.background == "none"
+    with pytest.raises(ValueError, match="pixel_arcsec: input conventions, not model settings"):
+        ModelConfig.from_dict(old["model"])
+    with pytest.raises(ValueError, match="background must be one of"):
+        InputConventions(background="mean")
+    with pytest.raises(ValueError, match="pixel_arcsec must be a positive"):
+        InputConventions(pixel_arcsec=0.0)
+
+
+def test_the_generator_draws_its_beam_on_the_grid_of_its_input_conventions():
+    """The same architecture on 1″ pixels draws the 7.9″ beam over twice as many pixels."""
+    config = ModelConfig(depth=3, base_filters=4, tile=32)
+    widths = {}
+    for pixel in (2.0, 1.0):
+        beam = build_generator(config, InputConventions(pixel_arcsec=pixel)).get_layer("beam")
+        sky = np.zeros((1, 64, 64, 1), np.float32)
+        sky[0, 32, 32, 0] = 1.0
+        row = np.asarray(beam(sky))[0, 16, :, 0]
+        widths[pixel] = (row >= row.max() / 2).sum()
+    assert widths[1.0] == pytest.approx(2 * widths[2.0], abs=1)

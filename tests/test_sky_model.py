@@ -13,14 +13,15 @@ from galaxysr.catalogue import extract_sources, sky_components
 from galaxysr.instruments import BANDS, FWHM_PER_SIGMA
 from galaxysr.losses import SkyModelLoss
 from galaxysr.maps import Map, read_map, tan_wcs, write_map
+from galaxysr.conventions import InputConventions
 from galaxysr.model import ModelConfig, galaxysr_layers
 from galaxysr.simulate import render_catalogue
 
 CONFIG = ModelConfig()
 F = CONFIG.sky_oversample
-PIXEL = CONFIG.pixel_arcsec
+PIXEL = InputConventions().pixel_arcsec
 BEAM = BANDS["scuba2_450"]
-SIGMA_SKY = BEAM.sigma_pixels(CONFIG.sky_pixel_arcsec * u.arcsec)
+SIGMA_SKY = BEAM.sigma_pixels(InputConventions().sky_pixel_arcsec(F) * u.arcsec)
 
 
 def _render(sky):

@@ -369,3 +369,20 @@ def test_deterministic_flag_trains_with_op_determinism(tmp_path, sim_dir):
     assert done.returncode == 0, done.stderr[-2000:]
     saved = json.loads((tmp_path / "det" / "model" / "config.json").read_text())
     assert saved["train"]["deterministic"] is True
+
+
+def test_train_flags_come_from_the_config_fields_and_give_their_defaults():
+    from galaxysr.cli import _train_config, build_parser
+    from galaxysr.conventions import InputConventions
+
+    parser = build_parser(only="train")
+    assert _train_config(parser.parse_args(["train"])) == TrainConfig()
+    config = _train_config(parser.parse_args(
+        ["train", "--epochs", "3", "--clip-norm", "0", "--no-noise-inputs", "--bands", "spire_250", "--pixel", "1.5",
+         "--w-sky", "2", "--no-randomise", "--sim-per-real", "0", "--init-from", "m", "--deterministic"]))
+    assert (config.epochs, config.clip_global_norm, config.init_from, config.deterministic) == (3, None, "m", True)
+    assert config.model.input_bands == ("spire_250",) and not config.model.noise_inputs
+    assert config.conventions == InputConventions(pixel_arcsec=1.5) and config.loss.sky_model == 2.0
+    assert not config.data.randomise and config.data.real_dirs == ()
+    help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
+    assert "dropout rate on the first 2 decoder levels" in help_text and "(default: 10.0)" in help_text

@@ -24,7 +24,7 @@ def main(out: Path) -> None:
           f"median error {float(abs(result.error).mean()):.2f} {result.unit}")
     catalogue = galaxysr.extract_sources(result)
     print(catalogue["ra", "dec", "flux", "flux_err", "flux_deboosted", "flags"][:5])
-    result.write(out / "field_450.fits", overwrite=True)
+    galaxysr.write_map(result, out / "field_450.fits", overwrite=True)
     catalogue.write(out / "field_450.ecsv", overwrite=True)
     print(f"wrote {out / 'field_450.fits'} and {out / 'field_450.ecsv'} ({len(catalogue)} sources)")
 

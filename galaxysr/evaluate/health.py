@@ -47,20 +47,20 @@ class HealthBounds:
 HEALTH_BOUNDS = HealthBounds()
 
 
-def catalogue_health(artifact, folders, progress: bool = False) -> dict:
-    """Completeness above 15 mJy and median S_out/S_true above 9 mJy of ``artifact``'s
-    default catalogue (:func:`galaxysr.catalogue.extract_sources`) on simulated Field
-    ``folders``, against their truth (inner regions, as the evaluation scores them)."""
+def catalogue_health(maps: list) -> dict:
+    """Completeness above 15 mJy and median S_out/S_true above 9 mJy of the default catalogue
+    (:func:`galaxysr.catalogue.extract_sources`) of ``maps`` — (super-resolved Map, truth)
+    pairs of simulated fields, :func:`galaxysr.evaluate.runs.calibration_maps` — against
+    their truth (inner regions, as the evaluation scores them)."""
     from astropy.table import vstack
 
     from ..catalogue import extract_sources
     from ..instruments import TARGET_BAND
     from .metrics import EvalConfig, inner_region, score
-    from .runs import calibration_maps
 
     config = EvalConfig()
     catalogues, truths = [], []
-    for network, truth in calibration_maps(artifact, folders, progress):
+    for network, truth in maps:
         cat = extract_sources(network, snr=config.snr, min_flux_mjy=config.min_flux_mjy, command="calibration")
         catalogues.append(cat[inner_region(cat, network, config.edge_arcsec)])
         truths.append(truth)

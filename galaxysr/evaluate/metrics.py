@@ -11,7 +11,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import QTable, Table
 
-from ..config import EVAL_FIELD_DIR, EVALUATION_SEEDS
+from ..config import EVAL_FIELD_DIR, EVALUATION_SEEDS, SKIES, option
 from ..instruments import BANDS, FWHM_PER_SIGMA, TARGET_BAND
 from ..maps import FluxCurve, Map
 from ..simulate import column_mjy
@@ -48,14 +48,16 @@ class EvalConfig:
         Sources this close to a map edge are left out (the SPIRE 500 µm beam).
     """
 
-    seeds: tuple[int, ...] = EVALUATION_SEEDS
-    area_deg2: float = 0.25
-    field_dir: str = EVAL_FIELD_DIR
-    skies: tuple[str, ...] = ("held_out", "training")
-    snr: float = 4.0
-    min_flux_mjy: float = 3.0
+    seeds: tuple[int, ...] = option(EVALUATION_SEEDS, flag="--seeds", help="held-out field seeds")
+    area_deg2: float = option(0.25, flag="--area", help="area of each held-out field (deg²)")
+    field_dir: str = option(EVAL_FIELD_DIR, flag="--field-dir", help="where held-out fields are cached")
+    skies: tuple[str, ...] = option(("held_out", "training"), flag="--sky", choices=SKIES,
+                                    help="simulated skies to score (the first one goes into --update-readme)")
+    snr: float = option(4.0, flag="--snr", help="detection S/N")
+    min_flux_mjy: float = option(3.0, flag="--min-flux", help="detection floor (mJy/beam)")
     truth_min_mjy: float = 2.0
-    match_radius_arcsec: float | None = None
+    match_radius_arcsec: float | None = option(None, flag="--radius", metavar="ARCSEC",
+                                               help="match radius in arcsec (default: 450 µm FWHM)")
     flux_bins_mjy: tuple[float, ...] = (3, 5, 7, 9, 12, 15, 20, 30, 50, 100)
     edge_arcsec: float = BANDS["spire_500"].fwhm.to_value(u.arcsec)
 

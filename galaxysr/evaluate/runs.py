@@ -357,7 +357,8 @@ def calibrate_artifact(artifact, data, progress: bool = False):
     if artifact.config.uncertainty_head:
         artifact = record_calibration(artifact, errors=calibrate_errors(source_errors(artifact, folders,
                                                                                       progress=progress, maps=again)))
-    catalogue = catalogue_health(artifact, folders, progress)
+    # Made again: the maps of the calibrated model carry its error calibration and flux curves.
+    catalogue = catalogue_health(calibration_maps(artifact, folders, progress))
     if scale is not None:
         # The flux scale read the way the evaluation reads it: what the held-out sky will show.
         catalogue["error_plane_flux_ratio_above_9mjy"] = catalogue["median_flux_ratio_above_9mjy"]

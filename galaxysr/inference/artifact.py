@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config import ConfigRecord
 from ..maps import FluxCurve, MapError
+from ..conventions import InputConventions
 from ..model import ModelConfig
 
 __all__ = ["SHIPPED_MODEL", "CALIBRATION_FILE", "Calibration", "ModelArtifact", "load_artifact", "load_model",
@@ -114,6 +115,7 @@ class ModelArtifact:
 
     path: Path
     config: ModelConfig
+    conventions: InputConventions
     meta: dict
     model_file: Path
     calibration: Calibration = field(default_factory=Calibration)
@@ -194,7 +196,10 @@ def load_artifact(path: str | os.PathLike | None = None) -> ModelArtifact:
                        "and flux scaling — copy it from the train.py run folder (runs/NAME/model)")
     try:
         meta = json.loads(config_path.read_text())
-        config = ModelConfig.from_dict(meta["train"]["model"])
+        train = InputConventions.split_from(meta["train"])
+        config = ModelConfig.from_dict(train["model"])
+        conventions = InputConventions.from_dict(train["conventions"]) if "conventions" in train else \
+            InputConventions()
     except json.JSONDecodeError as error:
         raise MapError(f"{config_path}: not valid JSON ({error}); restore it from the train.py run folder") from None
     except KeyError as error:
@@ -206,7 +211,8 @@ def load_artifact(path: str | os.PathLike | None = None) -> ModelArtifact:
         calibration = read_calibration(folder, meta)
     except (json.JSONDecodeError, TypeError, ValueError) as error:
         raise MapError(f"{folder / CALIBRATION_FILE}: {error}; rerun `galaxysr calibrate {folder}`") from None
-    return ModelArtifact(path=folder, config=config, meta=meta, model_file=model_file, calibration=calibration)
+    return ModelArtifact(path=folder, config=config, conventions=conventions, meta=meta, model_file=model_file,
+                         calibration=calibration)
 
 
 def load_model(model=None) -> ModelArtifact:

@@ -83,13 +83,13 @@ def super_resolve(spire250: MapLike, spire350: MapLike | None = None, spire500: 
     -------
     Map
         The 450 µm map (``.data`` in ``.unit`` = mJy/beam, ``.wcs``, ``.error``, the
-        measured beam ``.beam_fwhm``); ``.write(path)`` saves it as FITS.
+        measured beam ``.beam_fwhm``); :func:`galaxysr.maps.write_map` saves it as FITS.
 
     Examples
     --------
-    >>> from galaxysr import super_resolve
+    >>> from galaxysr import super_resolve, write_map
     >>> result = super_resolve("spire_250.fits")            # doctest: +SKIP
-    >>> result.write("spire_450.fits")                       # doctest: +SKIP
+    >>> write_map(result, "spire_450.fits")                  # doctest: +SKIP
     """
     with quiet_native_output():
         artifact = load_model(model)
@@ -193,20 +193,20 @@ def plan(maps: dict[str, Map], artifact: ModelArtifact, overlap: int | None = No
     the model's method or ``background`` (``"filter"``, ``"median"``, ``"none"``)."""
     from ..conventions import condition
 
-    config = artifact.config
+    config, conventions = artifact.config, artifact.conventions
     check_inputs(maps, config)
-    method = config.background if background is None else background
-    inputs, noise_note, filled, backgrounds, notes, conventions = {}, {}, {}, {}, [], {}
+    method = conventions.background if background is None else background
+    inputs, noise_note, filled, backgrounds, notes, cards = {}, {}, {}, {}, [], {}
     for band in config.input_bands:
         conditioned = condition(maps[band], method)
         backgrounds[band] = conditioned.background
         notes.append(conditioned.note())
-        conventions.update(conditioned.header())
+        cards.update(conditioned.header())
         m = conditioned.map
         if config.noise_inputs:
             m, noise_note[band] = with_noise(m, (noise or {}).get(band))
         inputs[band], filled[band] = fill_gaps(m)
-    wcs, shape = output_grid(inputs[config.input_bands[0]], config.pixel_arcsec * u.arcsec)
+    wcs, shape = output_grid(inputs[config.input_bands[0]], conventions.pixel)
     ny, nx = shape
     tile = config.tile
     overlap = tile // 4 if overlap is None else overlap
@@ -217,12 +217,12 @@ def plan(maps: dict[str, Map], artifact: ModelArtifact, overlap: int | None = No
     model_name = artifact.name if len(artifact.name) <= 60 else "..." + artifact.name[-57:]
     meta.update({"GSRVER": (__version__, "galaxysr version"), "GSRMODEL": (model_name, "model: shipped, or its folder"),
                  "GSRHASH": (artifact.sha256, "sha256 of model weights (16 hex)"),
-                 "PIXSCALE": (config.pixel_arcsec, "[arcsec] pixel scale"),
+                 "PIXSCALE": (conventions.pixel_arcsec, "[arcsec] pixel scale"),
                  "GSRBANDS": (",".join(config.input_bands), "input SPIRE bands")})
     meta["BKGMETH"] = (method, "input background removal (filter/median/none)")
-    if method != config.background:
-        meta["BKGMETH"] = (method, f"input background; the model was trained with {config.background}")
-    meta.update(conventions)
+    if method != conventions.background:
+        meta["BKGMETH"] = (method, f"input background; the model was trained with {conventions.background}")
+    meta.update(cards)
     for band in config.input_bands:
         meta[f"IN{band[-3:]}"] = (Path(maps[band].source).name[:60], f"input {band} map")
         if band in noise_note:

@@ -244,12 +244,6 @@ class Map:
         uncertainty = None if self.noise is None else StdDevUncertainty(self.noise)
         return CCDData(self.data, unit=self.unit, wcs=self.wcs, uncertainty=uncertainty, meta=self.header())
 
-    def write(self, path, overwrite: bool = False, extra: dict | None = None):
-        """Write as FITS (:func:`galaxysr.maps.write_map`); returns the path."""
-        from .fits_io import write_map
-
-        return write_map(self, path, overwrite=overwrite, extra=extra)
-
     def header(self) -> fits.Header:
         """FITS header: WCS, BUNIT, band, wavelength and beam (BMAJ/BMIN in degrees)."""
         header = self.wcs.to_header(relax=True)
