@@ -66,7 +66,8 @@ class InputConventions(ConfigRecord):
     #: Models written before the background was removed at prediction did not remove it.
     LEGACY: ClassVar[dict] = {"background": "none"}
     WHAT: ClassVar[str] = "input convention(s)"
-    #: The fields as galaxysr ≤ 0.4 wrote them, inside the model settings.
+    #: The fields that configs written before this record existed (the shipped model's among them) kept
+    #: inside the model settings.
     IN_MODEL_SETTINGS: ClassVar[tuple] = ("pixel_arcsec", "background")
 
     def __post_init__(self):
@@ -88,8 +89,8 @@ class InputConventions(ConfigRecord):
     @classmethod
     def split_from(cls, train: dict) -> dict:
         """A saved training config (dict) with its input conventions in ``"conventions"``:
-        galaxysr ≤ 0.4 wrote them inside ``"model"``, where they are moved from (the dict given
-        is not changed)."""
+        configs written before this record existed kept them inside ``"model"``, where they are
+        moved from (the dict given is not changed)."""
         train = dict(train)
         if "conventions" not in train and isinstance(train.get("model"), dict):
             model = dict(train["model"])
