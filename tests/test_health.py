@@ -53,3 +53,13 @@ def test_the_verdict_is_recorded_in_metrics_json(tmp_path):
 def test_the_flux_check_flags_a_broken_scale_and_passes_the_good_runs(flux, ok):
     verdict = health_verdict(GOOD[0], {**GOOD[1], "median_flux_ratio_above_9mjy": flux})
     assert verdict["ok"] is ok
+
+
+def test_a_run_whose_errors_could_not_be_calibrated_fails_and_says_why():
+    """A broken run (lr 100×: too few sources found to calibrate its errors) must still get a
+    verdict, not only a note that its errors are uncalibrated."""
+    verdict = health_verdict(*GOOD)
+    verdict.update(ok=False, error_calibration="not calibrated: too few matched sources to calibrate the errors")
+    text = "\n".join(health_lines(verdict, seed=0))
+    assert text.startswith("WARNING") and "error map not calibrated: too few matched sources" in text
+    assert "--seed 1" in text

@@ -121,6 +121,9 @@ def health_lines(verdict: dict, seed: int | None = None) -> list[str]:
     for c in verdict["checks"]:
         if not c["ok"]:
             lines.append(f"  {c['name']}: {c['value']:.3g}; a good default run gives {_allowed(c)}")
+    if "error_calibration" in verdict:
+        lines.append(f"  error map {verdict['error_calibration']}; a good default run calibrates it on ≈ 5500 "
+                     "matched sources")
     again = f"--seed {seed + 1}" if seed is not None else "another --seed"
     lines.append(f"  rerun with {again} (into a new --out folder) before using this model; the verdict is in "
                  "its metrics.json")

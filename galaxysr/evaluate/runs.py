@@ -336,7 +336,9 @@ def calibrate_artifact(artifact, data, progress: bool = False):
     in the artifact's calibration.json (:func:`galaxysr.inference.record_calibration`); then
     run the health check (:mod:`galaxysr.evaluate.health`: beam, peak/true, catalogue
     completeness and flux against the bounds good runs reach), recorded in its
-    ``metrics.json`` and in ``artifact.meta["health"]``. Returns the reloaded artifact."""
+    ``metrics.json`` and in ``artifact.meta["health"]``. A run too broken for its errors to be
+    calibrated (too few sources found) keeps them uncalibrated and fails the health check, which
+    says so. Returns the reloaded artifact."""
     from .health import catalogue_health, health_verdict, record_health
 
     from ..datasets import CALIBRATION_SEEDS, ensure_simulated_fields
@@ -354,9 +356,14 @@ def calibrate_artifact(artifact, data, progress: bool = False):
         artifact = record_calibration(artifact, flux_scale=scale)
         # The errors are calibrated on the fluxes the catalogue now reports.
         again = [(replace(network, flux_curves=artifact.calibration.flux_curves()), truth) for network, truth in maps]
+    failed = None
     if artifact.config.uncertainty_head:
-        artifact = record_calibration(artifact, errors=calibrate_errors(source_errors(artifact, folders,
-                                                                                      progress=progress, maps=again)))
+        try:
+            errors = calibrate_errors(source_errors(artifact, folders, progress=progress, maps=again))
+        except ValueError as error:  # a broken run finds too few sources: the health check must still say so
+            failed = str(error)
+        else:
+            artifact = record_calibration(artifact, errors=errors)
     # Made again: the maps of the calibrated model carry its error calibration and flux curves.
     catalogue = catalogue_health(calibration_maps(artifact, folders, progress))
     if scale is not None:
@@ -365,6 +372,8 @@ def calibrate_artifact(artifact, data, progress: bool = False):
         catalogue["median_flux_ratio_above_9mjy"] = scale["network_ratio"]
     verdict = health_verdict(artifact.calibration.effective_beam, catalogue)
     verdict["catalogue"] = catalogue
+    if failed is not None:
+        verdict.update(ok=False, error_calibration=f"not calibrated: {failed}")
     record_health(artifact, verdict)
     artifact.meta["health"] = verdict
     return artifact
