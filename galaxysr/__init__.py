@@ -6,7 +6,7 @@ The Python front door::
 
     result = super_resolve("spire_250.fits")           # a Map: .data, .wcs, .unit, .error
     catalogue = extract_sources(result)                # an astropy Table with units
-    write_map(result, "spire_450.fits")              # a Map does no I/O itself
+    write_map(result, "spire_450.fits")                # a Map does no I/O itself
 
 Data flow (one way): instruments → maps → sky/simulate → datasets → model/losses
 → training → inference → catalogue → baselines → evaluate. See ``docs/`` for the map.
@@ -18,8 +18,8 @@ __version__ = "0.4.0"
 #: Public name → the module that defines it.
 _API = {
     "super_resolve": "inference", "load_model": "inference", "extract_sources": "catalogue",
-    "simulate_field": "simulate", "SimulationConfig": "simulate", "Map": "maps", "read_map": "maps", "write_map": "maps",
-    "as_map": "maps", "MapError": "maps", "BANDS": "instruments",
+    "simulate_field": "simulate", "SimulationConfig": "simulate", "Map": "maps", "read_map": "maps",
+    "write_map": "maps", "as_map": "maps", "MapError": "maps", "BANDS": "instruments",
 }
 
 __all__ = ["__version__", *_API]

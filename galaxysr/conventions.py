@@ -17,9 +17,9 @@ background**. Maps as users download them are often neither:
   box; or ``"median"``: the sigma-clipped median, a constant; or ``"none"``.
 
 The training fields go through the same function (:func:`galaxysr.datasets.stack_inputs`),
-so a model and its inputs share one convention; the model records it
-(:class:`InputConventions`, beside its architecture in ``config.json``) and prediction applies it (or what the user asks for) and
-writes what it did into the output header (``CALnnn``, ``BKGnnn``, ``BKGMETH``).
+so a model and its inputs share one convention; the model records it (:class:`InputConventions`,
+beside its architecture in ``config.json``) and prediction applies it (or what the user asks for)
+and writes what it did into the output header (``CALnnn``, ``BKGnnn``, ``BKGMETH``).
 
 Measured (a simulated 0.1 deg² 250 µm field, galaxysr's simulator): adding +25 mJy/beam
 changes the conditioned map by 0 with either method; a ±10 mJy/beam linear gradient leaves

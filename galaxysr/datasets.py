@@ -240,7 +240,8 @@ def ensure_simulated_fields(config: DataConfig, seeds, progress: bool = True) ->
                           leave=False)]
 
 
-def load_pairs(data: DataConfig, model: ModelConfig, conventions: InputConventions, progress: bool = True, sky_fwhm_arcsec: float | None = None):
+def load_pairs(data: DataConfig, model: ModelConfig, conventions: InputConventions, progress: bool = True,
+               sky_fwhm_arcsec: float | None = None):
     """(simulated training pairs, validation pair, real pairs), checked for usability; the
     simulated ones carry the truth drawn at ``sky_fwhm_arcsec`` for sky-model networks."""
     seeds = list(range(data.first_seed, data.first_seed + data.n_sim_fields))
