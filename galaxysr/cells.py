@@ -37,10 +37,22 @@ from astropy.table import Table
 
 from .instruments import TARGET_BAND
 
-__all__ = ["source_planes", "augment_planes", "cell_targets", "cells_to_sources", "PLANE_OFFSETS"]
+__all__ = ["source_planes", "augment_planes", "cell_targets", "cells_to_sources", "PLANE_OFFSETS",
+           "CATALOGUE_BANDS", "CELL_LAYOUT", "CELL_CHANNELS", "CELL_PIXELS", "decode_cells"]
 
 #: Channels of :func:`source_planes` before the fluxes: the blend's offset (dy, dx) in pixels.
 PLANE_OFFSETS = 2
+#: The bands in which the catalogue head reports fluxes, by wavelength.
+CATALOGUE_BANDS = ("spire_250", "spire_350", TARGET_BAND, "spire_500")
+#: Output pixels per cell side: the last decoder level of the generator is at half the output
+#: pixels (2 × 2″ = 4″ cells).
+CELL_PIXELS = 2
+#: The catalogue head's raw outputs per cell, in order: the presence logit; the offset of the
+#: source from the cell centre (dy, dx, in cells) and log σ of each; log10 of the flux in mJy in
+#: each of :data:`CATALOGUE_BANDS`, then log σ (dex) of each.
+CELL_LAYOUT = ("logit", "dy", "dx", "log_sigma_dy", "log_sigma_dx",
+               *(f"log_flux_{b}" for b in CATALOGUE_BANDS), *(f"log_sigma_flux_{b}" for b in CATALOGUE_BANDS))
+CELL_CHANNELS = len(CELL_LAYOUT)
 
 
 def _fluxes_mjy(truth: Table, bands: tuple[str, ...]) -> np.ndarray:
@@ -150,6 +162,75 @@ def cells_to_sources(cells: np.ndarray, wcs, cell: int, bands: tuple[str, ...], 
     table = Table({"ra": sky.ra.deg * u.deg, "dec": sky.dec.deg * u.deg, "p": p[iy, ix]})
     for b, band in enumerate(bands):
         table[f"flux_{band}"] = 10 ** cells[iy, ix, 3 + b] * u.mJy
+    target = f"flux_{TARGET_BAND}" if TARGET_BAND in bands else f"flux_{bands[0]}"
+    table.sort(target, reverse=True)
+    return table
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
+
+
+def _suppress_ties(candidates: tuple, p: np.ndarray) -> tuple:
+    """Of local maxima that tie (two neighbouring cells of equal probability: a source on their
+    border), keep the first in order of probability, then row, then column."""
+    iy, ix = candidates
+    order = np.lexsort((ix, iy, -p[iy, ix]))
+    taken = np.zeros(p.shape, bool)
+    keep = []
+    for k in order:
+        y, x = iy[k], ix[k]
+        if not taken[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].any():
+            keep.append(k)
+            taken[y, x] = True
+    keep = np.asarray(keep, int)
+    return iy[keep], ix[keep]
+
+
+def decode_cells(raw: np.ndarray, wcs, pixel_arcsec: float, threshold: float = 0.5, cell: int = CELL_PIXELS,
+                 bands: tuple[str, ...] = CATALOGUE_BANDS) -> Table:
+    """The catalogue head's raw outputs (h, w, :data:`CELL_CHANNELS`) per cell of ``cell`` ×
+    ``cell`` pixels of the grid ``wcs`` (pixels of ``pixel_arcsec``) → a catalogue.
+
+    A source is split between neighbouring cells when its centre lies near their border, so
+    detections are merged: a cell is a source when its probability is the largest of its 3 × 3
+    neighbourhood (of two that tie, the first), and the source's probability ``p`` is the sum of the neighbourhood's
+    (the expected number of sources centred there, at most 1). Kept when ``p`` ≥ ``threshold``;
+    position and fluxes are the peak cell's. ``p`` is the network's, uncalibrated.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``ra``, ``dec`` (deg), ``pos_err`` (arcsec, 1σ per axis), ``p``; per band ``flux_<band>``
+        (the posterior median 10^μ, mJy), ``flux_<band>_lo`` / ``_hi`` (its 16 / 84 %) and
+        ``flux_<band>_err`` (half their difference); brightest (target band) first.
+    """
+    from scipy.ndimage import maximum_filter, uniform_filter
+
+    n = len(bands)
+    p_cell = _sigmoid(raw[..., 0].astype(np.float64))
+    peak = (p_cell >= maximum_filter(p_cell, size=3, mode="constant")) & (p_cell > 0)
+    p_sum = np.minimum(uniform_filter(p_cell, size=3, mode="constant") * 9.0, 1.0)
+    iy, ix = _suppress_ties(np.nonzero(peak & (p_sum >= threshold)), p_cell)
+    centre = (cell - 1) / 2
+    y = iy * cell + centre + raw[iy, ix, 1] * cell
+    x = ix * cell + centre + raw[iy, ix, 2] * cell
+    sky = wcs.pixel_to_world(x, y)
+    sigma = np.exp(np.clip(raw[iy, ix, 3:5].astype(np.float64), -6, 2)) * cell * pixel_arcsec
+    table = Table({"ra": sky.ra.deg * u.deg, "dec": sky.dec.deg * u.deg,
+                   "pos_err": np.sqrt(0.5 * (sigma**2).sum(-1)) * u.arcsec, "p": p_sum[iy, ix]})
+    table["ra"].description, table["dec"].description = "right ascension (ICRS)", "declination (ICRS)"
+    table["pos_err"].description = "1σ positional error per axis (catalogue head)"
+    table["p"].description = "probability that a source is centred here (catalogue head, uncalibrated)"
+    for b, band in enumerate(bands):
+        mean = raw[iy, ix, 5 + b].astype(np.float64)
+        dex = np.exp(np.clip(raw[iy, ix, 5 + n + b].astype(np.float64), -6, 2))
+        lo, hi = 10 ** (mean - dex), 10 ** (mean + dex)
+        for suffix, values, what in (("", 10**mean, "posterior median flux"), ("_lo", lo, "16th percentile of the flux"),
+                                     ("_hi", hi, "84th percentile of the flux"),
+                                     ("_err", 0.5 * (hi - lo), "1σ flux error (half the 16–84 % range)")):
+            table[f"flux_{band}{suffix}"] = values * u.mJy
+            table[f"flux_{band}{suffix}"].description = f"{band}: {what} (catalogue head)"
     target = f"flux_{TARGET_BAND}" if TARGET_BAND in bands else f"flux_{bands[0]}"
     table.sort(target, reverse=True)
     return table

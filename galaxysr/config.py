@@ -137,7 +137,9 @@ class LossConfig(ConfigRecord):
     than the product: the predicted and the true sky each drawn through a Gaussian of
     ``sky_fwhm_arcsec``, compared by a Huber error of knee ``sky_huber_mjy`` (simulated data:
     the truth is known). ``adversarial`` weighs a conditional PatchGAN term (pix2pix;
-    simulated steps only; 0 = no discriminator). Source and sky errors on sources brighter
+    simulated steps only; 0 = no discriminator). ``presence``, ``cell_position`` and
+    ``cell_flux`` weigh the catalogue head's terms (:class:`galaxysr.losses.CatalogueLoss`;
+    models with that head, simulated steps only). Source and sky errors on sources brighter
     than ``bright_mjy`` count relatively rather than in mJy (0: in mJy throughout), so the
     few bright (up to a few Jy) sources of a sky do not outweigh the rest. See
     :mod:`galaxysr.losses` for the terms.
@@ -151,6 +153,11 @@ class LossConfig(ConfigRecord):
     uncertainty: float = option(0.02, flag="--w-uncertainty", help="weight of the uncertainty loss term")
     sky_model: float = option(10.0, flag="--w-sky", help="weight of the sky loss term")
     adversarial: float = option(0.0, flag="--w-adversarial", help="weight of the adversarial loss term")
+    presence: float = option(0.05, flag="--w-presence", help="weight of the catalogue head's presence term")
+    cell_position: float = option(0.01, flag="--w-cell-position",
+                                  help="weight of the catalogue head's position likelihood")
+    cell_flux: float = option(0.01, flag="--w-cell-flux", help="weight of the catalogue head's flux likelihood")
+    cell_focal_gamma: float = 2.0
     aperture_radius_fwhm: float = 1.0
     peak_radius_fwhm: float = 0.5
     detect_threshold_mjy: float = 2.0
@@ -161,4 +168,5 @@ class LossConfig(ConfigRecord):
 
     #: Runs written before the peak, uncertainty and sky terms existed had them at weight 0.
     LEGACY: ClassVar[dict] = {"peak_flux": 0.0, "uncertainty": 0.0, "sky_model": 0.0, "bright_mjy": 0.0}
+    # (The catalogue head's weights need no legacy value: a model without the head skips them.)
     WHAT: ClassVar[str] = "loss setting(s)"

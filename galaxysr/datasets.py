@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 
+from .cells import CATALOGUE_BANDS, PLANE_OFFSETS, source_planes
 from .conventions import InputConventions, condition
 from .instruments import get_band
 from .maps import Field, MapError, output_grid, read_field, reproject_map, write_field
@@ -35,7 +36,7 @@ from .config import ConfigRecord, option
 
 __all__ = ["DataConfig", "resolve_path", "Pair", "stack_inputs", "prepare_simulated", "prepare_real", "tile_origins",
            "sim_field_dir", "SIMULATION_FILE", "cached_field", "ensure_simulated_fields", "load_pairs",
-           "TileStream"]
+           "TileStream", "turn_offsets"]
 
 
 @dataclass(frozen=True)
@@ -127,14 +128,17 @@ def resolve_path(path: str | os.PathLike) -> Path:
 
 @dataclass
 class Pair:
-    """Aligned inputs (H, W, C) and target (H, W) in mJy/beam on one output grid, and the
-    truth drawn through a narrow kernel (H, W; mJy) where it is known (simulated fields)."""
+    """Aligned inputs (H, W, C) and target (H, W) in mJy/beam on one output grid, and where the
+    truth is known (simulated fields) the truth drawn through a narrow kernel (H, W; mJy) and, for
+    a catalogue head, its sources as per-pixel blends (H, W, 2 + 4; :func:`galaxysr.cells.source_planes`
+    in :data:`~galaxysr.cells.CATALOGUE_BANDS`)."""
 
     inputs: np.ndarray
     target: np.ndarray
     wcs: object
     name: str
     sky_target: np.ndarray | None = None
+    planes: np.ndarray | None = None
 
 
 def stack_inputs(field: Field, config: ModelConfig, conventions: InputConventions, wcs, shape) -> np.ndarray:
@@ -166,7 +170,10 @@ def prepare_simulated(field: Field, config: ModelConfig, conventions: InputConve
     target = render_catalogue(truth, band, wcs, shape).astype(np.float32)
     sky = None if sky_fwhm_arcsec is None else \
         render_catalogue(truth, band, wcs, shape, fwhm=sky_fwhm_arcsec * u.arcsec).astype(np.float32)
-    return Pair(inputs, target, wcs, field.path, sky)
+    # Every truth source, however faint, adds to its cell's blend (the map holds its flux too).
+    planes = source_planes(field.truth, wcs, shape, CATALOGUE_BANDS, config.target_band).astype(np.float32) \
+        if config.catalogue_head else None
+    return Pair(inputs, target, wcs, field.path, sky, planes)
 
 
 def prepare_real(field: Field, config: ModelConfig, conventions: InputConventions, max_rms_mjy: float) -> Pair:
@@ -265,13 +272,31 @@ def load_pairs(data: DataConfig, model: ModelConfig, conventions: InputConventio
     return sim, valid, real
 
 
+def turn_offsets(planes, turns, flip):
+    """The (dy, dx) offsets (channels 0, 1) of per-pixel source planes that ``tf.image.rot90``
+    turned by ``turns`` × 90° and then, with ``flip``, ``tf.reverse(…, [1])`` mirrored: each turn takes
+    (dy, dx) to (−dx, dy), the mirror dx to −dx (TensorFlow; :func:`galaxysr.cells.augment_planes`
+    is the NumPy original and the test of this)."""
+    import tensorflow as tf
+
+    cos = tf.gather(tf.constant([1.0, 0.0, -1.0, 0.0]), turns % 4)
+    sin = tf.gather(tf.constant([0.0, 1.0, 0.0, -1.0]), turns % 4)
+    dy, dx = planes[..., 0], planes[..., 1]
+    dy, dx = cos * dy - sin * dx, sin * dy + cos * dx
+    dx = tf.where(flip, -dx, dx)
+    return tf.concat([tf.stack([dy, dx], -1), planes[..., 2:]], -1)
+
+
 class TileStream:
     """Deterministic, augmented tiles from aligned pairs as a `tf.data.Dataset` factory.
 
     Sample ``i`` is a function of (seed, i) only: a tile origin, a 90° rotation and a flip
     drawn with stateless random ops. Inputs are NaN-filled with 0 and scaled with the
     model's :class:`~galaxysr.model.FluxScaling`; the target has two channels: the map
-    (scaled; NaN = masked) and the narrow-kernel truth (mJy; NaN where unknown).
+    (scaled; NaN = masked) and the narrow-kernel truth (mJy; NaN where unknown), and for a
+    catalogue head six more, the truth's per-pixel blends (:func:`galaxysr.cells.source_planes`;
+    NaN where unknown), whose offsets are turned and mirrored with the tile
+    (:func:`turn_offsets`).
 
     For a sky-model network the target is masked within ``margin`` pixels of the tile edge
     (3σ of the target beam): a tile's sky model holds only the sources inside it, and the
@@ -287,6 +312,7 @@ class TileStream:
         self.name = name
         self.margin = int(np.ceil(3 * get_band(model.target_band).sigma_pixels(conventions.pixel))) \
             if model.has_sky else 0
+        self.n_planes = PLANE_OFFSETS + len(CATALOGUE_BANDS) if model.catalogue_head else 0
         self.origins = tile_origins(pairs, self.tile, stride, min_good)
         if len(self.origins) == 0:
             raise MapError(f"{name}: no usable {self.tile}×{self.tile} tiles in "
@@ -296,13 +322,15 @@ class TileStream:
         h = max(p.target.shape[0] for p in pairs)
         w = max(p.target.shape[1] for p in pairs)
         c = pairs[0].inputs.shape[-1]
-        stack = np.full((len(pairs), h, w, c + 2), np.nan, np.float32)
+        stack = np.full((len(pairs), h, w, c + 2 + self.n_planes), np.nan, np.float32)
         for i, p in enumerate(pairs):
             stack[i, : p.target.shape[0], : p.target.shape[1], :c] = p.inputs
             stack[i, : p.target.shape[0], : p.target.shape[1], c] = p.target
             if p.sky_target is not None:
                 stack[i, : p.target.shape[0], : p.target.shape[1], c + 1] = p.sky_target
-        self.stack = stack
+            if self.n_planes and p.planes is not None:
+                stack[i, : p.target.shape[0], : p.target.shape[1], c + 2:] = p.planes
+        self.stack, self.n_inputs = stack, c
         self.max_jitter = stride
 
     def sample(self, index):
@@ -316,12 +344,17 @@ class TileStream:
         limit = tf.constant([self.stack.shape[1] - self.tile, self.stack.shape[2] - self.tile])
         yx = tf.minimum(origin[1:] + jitter, limit)
         tile = tf.slice(self._stack, [origin[0], yx[0], yx[1], 0], [1, self.tile, self.tile, -1])[0]
-        tile = tf.image.rot90(tile, tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32))
+        turns = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
+        tile = tf.image.rot90(tile, turns)
         flip = tf.random.stateless_uniform([], seeds[3], 0, 2, dtype=tf.int32)
         tile = tf.cond(flip > 0, lambda: tf.reverse(tile, [1]), lambda: tile)
-        inputs, target, sky = tile[..., :-2], tile[..., -2:-1], tile[..., -1:]
+        c = self.n_inputs
+        inputs, target, sky = tile[..., :c], tile[..., c:c + 1], tile[..., c + 1:c + 2]
         inputs = self.scaling.forward(tf.where(tf.math.is_finite(inputs), inputs, 0.0))
-        targets = tf.concat([self.scaling.forward(target), sky], -1)
+        targets = [self.scaling.forward(target), sky]
+        if self.n_planes:
+            targets.append(turn_offsets(tile[..., c + 2:], turns, flip > 0))
+        targets = tf.concat(targets, -1)
         if self.margin:
             m, inner = self.margin, self.tile - 2 * self.margin
             keep = tf.pad(tf.ones([inner, inner, 1], tf.bool), [[m, m], [m, m], [0, 0]])

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from astropy import units as u
 
+from .cells import CATALOGUE_BANDS, CELL_PIXELS
 from .config import LossConfig
 from .instruments import FWHM_PER_SIGMA, TARGET_BAND, get_band
 from .beam import draw_through_beam, render_kernel
@@ -28,7 +29,7 @@ from .model import FluxScaling
 
 __all__ = ["L1Loss", "MeanFluxLoss", "MedianFluxLoss", "find_sources", "disk_kernel", "aperture_sums", "matched_filter",
            "local_peaks", "ApertureFluxLoss", "PeakFluxLoss", "UncertaintyLoss", "SkyModelLoss", "AdversarialLoss",
-           "CombinedLoss"]
+           "CatalogueLoss", "cell_targets_tf", "CombinedLoss"]
 
 _PACKAGE = "galaxysr"
 
@@ -437,6 +438,90 @@ class SkyModelLoss(keras.losses.Loss):
                 "fwhm_arcsec": self.fwhm_arcsec, "huber_mjy": self.huber_mjy, "bright_mjy": self.bright_mjy}
 
 
+def cell_targets_tf(planes, cell: int, target_index: int, min_flux_mjy: float):
+    """:func:`galaxysr.cells.cell_targets` in TensorFlow, on a batch of per-pixel source planes
+    (B, H, W, 2 + n bands; NaN where the truth is unknown): ``(valid, present, offsets, log_flux)``
+    per cell — the cell's planes all known; a blend of at least ``min_flux_mjy`` in band
+    ``target_index``; its centre's offset from the cell centre (B, h, w, 2; cells); log10 fluxes
+    (B, h, w, n; mJy, 0 where there is no source)."""
+    planes = tf.convert_to_tensor(planes, tf.float32)
+    shape = tf.shape(planes)
+    n = planes.shape[-1]
+    blocks = tf.reshape(planes, [shape[0], shape[1] // cell, cell, shape[2] // cell, cell, n])
+    known = tf.math.is_finite(blocks)
+    valid = tf.reduce_all(known, axis=[2, 4, 5])
+    blocks = tf.where(known, blocks, 0.0)
+    weight = blocks[..., 2 + target_index]
+    local = tf.range(cell, dtype=tf.float32) - (cell - 1) / 2  # pixel centres about the cell centre
+    pos_y = tf.reduce_sum((local[:, None, None] + blocks[..., 0]) * weight, [2, 4])
+    pos_x = tf.reduce_sum((local[None, None, :] + blocks[..., 1]) * weight, [2, 4])
+    total = tf.reduce_sum(weight, [2, 4])
+    offsets = tf.stack([tf.math.divide_no_nan(pos_y, total), tf.math.divide_no_nan(pos_x, total)], -1) / cell
+    flux = tf.reduce_sum(blocks[..., 2:], [2, 4])
+    present = valid & (total >= min_flux_mjy)
+    log_flux = tf.where(flux > 0, tf.math.log(tf.maximum(flux, 1e-30)) / np.log(10.0), 0.0)
+    return valid, present, offsets, log_flux
+
+
+#: log σ of the catalogue head's Gaussians is held in this range (σ from 0.25 % of a cell, or
+#: 0.25 % in dex, to 7 cells or dex): outside it the NLL's gradients explode or vanish.
+LOG_SIGMA_RANGE = (-6.0, 2.0)
+
+
+def _gaussian_nll(target, mean, log_sigma):
+    """−log N(target | mean, σ) up to ½ log 2π, with log σ clipped to :data:`LOG_SIGMA_RANGE`."""
+    log_sigma = tf.clip_by_value(log_sigma, *LOG_SIGMA_RANGE)
+    return 0.5 * tf.square((target - mean) * tf.exp(-log_sigma)) + log_sigma
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class CatalogueLoss(keras.losses.Loss):
+    """The catalogue head against the simulated truth, one value per sample for each part
+    (:meth:`parts`): ``presence``, a focal cross-entropy (Lin et al. 2017, focusing ``gamma``)
+    of "a source is centred in this cell", summed over the cells with known truth and divided
+    by the number of cells that hold one (≈ 4 % of them: the many easy empty cells do not
+    drown the few that matter); ``position``, the Gaussian NLL of the true sub-cell offset
+    (both axes); ``flux``, the Gaussian NLL of the true log10 fluxes in every band — both
+    averaged over the cells that hold a source. ``call`` is their sum.
+
+    ``y_true`` (B, H, W, 2 + n): per-pixel source planes (:func:`galaxysr.cells.source_planes`,
+    bands :data:`galaxysr.cells.CATALOGUE_BANDS`, NaN where unknown). ``y_pred`` (B, H, W,
+    :data:`galaxysr.cells.CELL_CHANNELS`): the head's raw outputs, each cell's repeated over its
+    ``cell`` × ``cell`` pixels (layout :data:`galaxysr.cells.CELL_LAYOUT`).
+    """
+
+    def __init__(self, cell: int = 2, target_index: int = 2, min_flux_mjy: float = 2.0, gamma: float = 2.0,
+                 name=None, reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.cell, self.target_index = int(cell), int(target_index)
+        self.min_flux_mjy, self.gamma = float(min_flux_mjy), float(gamma)
+
+    def parts(self, y_true, y_pred) -> dict:
+        valid, present, offsets, log_flux = cell_targets_tf(y_true, self.cell, self.target_index, self.min_flux_mjy)
+        cells = tf.convert_to_tensor(y_pred, tf.float32)[:, ::self.cell, ::self.cell]
+        n_bands = log_flux.shape[-1]
+        label = tf.cast(present, tf.float32)
+        logit = cells[..., 0]
+        p = tf.sigmoid(logit)
+        p_true = label * p + (1.0 - label) * (1.0 - p)
+        focal = tf.pow(1.0 - p_true, self.gamma) * tf.nn.sigmoid_cross_entropy_with_logits(label, logit)
+        known = tf.cast(valid, tf.float32)
+        n_present = tf.reduce_sum(label, [1, 2])
+        position = tf.reduce_sum(_gaussian_nll(offsets, cells[..., 1:3], cells[..., 3:5]), -1)
+        flux = tf.reduce_sum(_gaussian_nll(log_flux, cells[..., 5:5 + n_bands], cells[..., 5 + n_bands:5 + 2 * n_bands]),
+                             -1)
+        return {"presence": _safe_divide(tf.reduce_sum(focal * known, [1, 2]), tf.maximum(n_present, 1.0)),
+                "position": _safe_divide(tf.reduce_sum(position * label, [1, 2]), n_present),
+                "flux": _safe_divide(tf.reduce_sum(flux * label, [1, 2]), n_present)}
+
+    def call(self, y_true, y_pred):
+        return tf.add_n(list(self.parts(y_true, y_pred).values()))
+
+    def get_config(self):
+        return {**super().get_config(), "cell": self.cell, "target_index": self.target_index,
+                "min_flux_mjy": self.min_flux_mjy, "gamma": self.gamma}
+
+
 @keras.saving.register_keras_serializable(_PACKAGE)
 class AdversarialLoss(keras.losses.Loss):
     """Sigmoid cross-entropy of a PatchGAN discriminator's logits (B, h, w, 1) against a
@@ -471,16 +556,23 @@ class CombinedLoss(_ScaledLoss):
     its defaults when ``None``); :meth:`from_configs` adds a model's pixel scale, band and heads.
     """
 
-    TERMS = ("l1", "mean_flux", "median_flux", "aperture_flux", "peak_flux", "uncertainty", "sky_model")
+    TERMS = ("l1", "mean_flux", "median_flux", "aperture_flux", "peak_flux", "uncertainty", "sky_model",
+             "presence", "cell_position", "cell_flux")
     SOURCE_TERMS = ("aperture_flux", "peak_flux")
+    #: The catalogue head's terms and the part of :meth:`CatalogueLoss.parts` each is.
+    CELL_TERMS = {"presence": "presence", "cell_position": "position", "cell_flux": "flux"}
 
     def __init__(self, config: LossConfig | None = None, pixel_arcsec: float = 2.0, band: str = TARGET_BAND,
-                 real: bool = False, uncertainty_head: bool = False, sky_oversample: int = 0, **kwargs):
+                 real: bool = False, uncertainty_head: bool = False, sky_oversample: int = 0,
+                 catalogue_head: bool = False, cell_min_flux_mjy: float = 2.0, **kwargs):
         super().__init__(**kwargs)
         self.config = c = LossConfig() if config is None else config
         self.weights = {k: float(getattr(c, k)) for k in self.TERMS}
         self.pixel_arcsec, self.band, self.real = float(pixel_arcsec), band, bool(real)
         self.uncertainty_head, self.sky_oversample = bool(uncertainty_head), int(sky_oversample)
+        self.catalogue_head, self.cell_min_flux_mjy = bool(catalogue_head), float(cell_min_flux_mjy)
+        self.catalogue = CatalogueLoss(CELL_PIXELS, CATALOGUE_BANDS.index(band) if band in CATALOGUE_BANDS else 0,
+                                       cell_min_flux_mjy, c.cell_focal_gamma)
         scale = dict(softening_mjy=self.scaling.softening_mjy, ceiling_mjy=self.scaling.ceiling_mjy)
         source = dict(pixel_arcsec=pixel_arcsec, band=band, threshold_mjy=c.detect_threshold_mjy,
                       max_sources=c.max_sources, use_generated=real, bright_mjy=c.bright_mjy, **scale)
@@ -491,6 +583,7 @@ class CombinedLoss(_ScaledLoss):
             "uncertainty": UncertaintyLoss(**scale),
             "sky_model": SkyModelLoss(pixel_arcsec, max(self.sky_oversample, 1), c.sky_fwhm_arcsec, c.sky_huber_mjy,
                                       c.bright_mjy),
+            **{k: self.catalogue for k in self.CELL_TERMS},
         }
 
     @classmethod
@@ -500,6 +593,7 @@ class CombinedLoss(_ScaledLoss):
         real form."""
         return cls(loss, conventions.pixel_arcsec, model.target_band, real, uncertainty_head=model.uncertainty_head,
                    sky_oversample=model.sky_oversample if model.has_sky else 0,
+                   catalogue_head=model.catalogue_head, cell_min_flux_mjy=model.cell_min_flux_mjy,
                    softening_mjy=model.scaling.softening_mjy, ceiling_mjy=model.scaling.ceiling_mjy)
 
     def active(self, y_true, y_pred) -> list[str]:
@@ -509,6 +603,8 @@ class CombinedLoss(_ScaledLoss):
                 return self.uncertainty_head and y_pred.shape[-1] >= 2
             if k == "sky_model":
                 return self.sky_oversample > 0 and y_true.shape[-1] >= 2
+            if k in self.CELL_TERMS:  # the truth's sources: simulated steps only
+                return self.catalogue_head and not self.real and y_true.shape[-1] > 2
             return True
 
         return [k for k in self.TERMS if self.weights[k] != 0 and present(k)]
@@ -534,7 +630,12 @@ class CombinedLoss(_ScaledLoss):
                 n = self.sky_oversample**2
                 start = 1 + int(self.uncertainty_head)
                 out[k] = self.terms[k].call(y_true[..., 1:2], y_pred[..., start:start + n])
-            elif k not in out:
+        if any(k in self.CELL_TERMS for k in active):
+            start = 1 + int(self.uncertainty_head) + self.sky_oversample**2
+            parts = self.catalogue.parts(y_true[..., 2:], y_pred[..., start:])
+            out.update({k: parts[part] for k, part in self.CELL_TERMS.items() if k in active})
+        for k in active:
+            if k not in out:
                 out[k] = self.terms[k].call(y_true, y_map)
         return {k: out[k] for k in active}
 
@@ -553,5 +654,6 @@ class CombinedLoss(_ScaledLoss):
     def get_config(self):
         config = super().get_config()
         config.update(config=self.config.to_dict(), pixel_arcsec=self.pixel_arcsec, band=self.band, real=self.real,
-                      uncertainty_head=self.uncertainty_head, sky_oversample=self.sky_oversample)
+                      uncertainty_head=self.uncertainty_head, sky_oversample=self.sky_oversample,
+                      catalogue_head=self.catalogue_head, cell_min_flux_mjy=self.cell_min_flux_mjy)
         return config

@@ -143,6 +143,14 @@ class ModelConfig(ConfigRecord):
     full_resolution_head : bool
         Give the sky-model head a decoder level of its own at the output pixel scale, with
         the input maps as its skip connection (see build_generator).
+    catalogue_head : bool
+        Add the per-cell catalogue head (:func:`_catalogue_head`): for every 4″ cell of the last
+        decoder level, the logit that a source is centred there, its position in the cell and
+        log10 fluxes in :data:`galaxysr.cells.CATALOGUE_BANDS` (means and log σ), trained by
+        :class:`galaxysr.losses.CatalogueLoss` on the simulated truth.
+    cell_min_flux_mjy : float
+        What "a source in this cell" means for the catalogue head: a blend of at least this
+        target-band flux (mJy). 2 mJy at 450 µm: ≈ 3σ of the 7.9″ map's confusion and depth.
     sky_oversample : int
         Sky-model pixels per output pixel side (2: a 1″ sky model under a 2″ map, so
         positions are held to 1″ and a source split over neighbouring sky pixels renders
@@ -170,6 +178,9 @@ class ModelConfig(ConfigRecord):
     output: str = "sky_model"
     sky_oversample: int = 2
     full_resolution_head: bool = False
+    catalogue_head: bool = option(False, flag="--catalogue-head",
+                                  help="add the per-cell probabilistic catalogue head (galaxysr.cells)")
+    cell_min_flux_mjy: float = 2.0
 
     def __post_init__(self):
         for name in (*self.input_bands, self.target_band):
@@ -182,6 +193,8 @@ class ModelConfig(ConfigRecord):
             raise ValueError(f"output must be 'sky_model' or 'map', got {self.output!r}")
         if self.sky_oversample < 1:
             raise ValueError(f"sky_oversample must be a positive integer, got {self.sky_oversample}")
+        if self.catalogue_head and not self.has_sky:
+            raise ValueError("the catalogue head needs a sky-model network (output='sky_model')")
 
     @property
     def has_sky(self) -> bool:
@@ -191,14 +204,20 @@ class ModelConfig(ConfigRecord):
     @property
     def output_channels(self) -> dict:
         """Where each output lives in the network's last axis: ``map`` (normalised map),
-        ``error`` (its error scale, with the uncertainty head) and ``sky`` (the sky model drawn
+        ``error`` (its error scale, with the uncertainty head), ``sky`` (the sky model drawn
         into the map, in mJy per sky pixel, packed ``sky_oversample²`` channels per output
-        pixel by space-to-depth), as slices."""
+        pixel by space-to-depth) and ``cells`` (the catalogue head's raw outputs, each cell's
+        repeated over its 2 × 2 output pixels; layout :data:`galaxysr.cells.CELL_LAYOUT`), as
+        slices."""
         out, at = {"map": slice(0, 1)}, 1
         if self.uncertainty_head:
             out["error"], at = slice(at, at + 1), at + 1
         if self.has_sky:
-            out["sky"] = slice(at, at + self.sky_oversample**2)
+            out["sky"], at = slice(at, at + self.sky_oversample**2), at + self.sky_oversample**2
+        if self.catalogue_head:
+            from .cells import CELL_CHANNELS
+
+            out["cells"] = slice(at, at + CELL_CHANNELS)
         return out
 
     @property
@@ -363,19 +382,43 @@ def _error_head(b: _Blocks, features):
                                                                                 name="error_offset")(scale))
 
 
+#: Initial bias of the catalogue head's presence logit: p = 0.01, about the fraction of 4″
+#: cells that hold a source ≥ 2 mJy at 450 µm (the prior of RetinaNet, Lin et al. 2017), so the
+#: first steps do not spend themselves lowering p everywhere.
+PRESENCE_BIAS_INIT = float(np.log(0.01 / 0.99))
+
+
+def _catalogue_head(b: _Blocks, features):
+    """Per 4″ cell (the last decoder level's pixels): :data:`galaxysr.cells.CELL_LAYOUT` raw
+    outputs — presence logit, offset means and log σ, log10-flux means and log σ — from two 3×3
+    convolutions on the decoder's features (receptive field of the whole UNet), then repeated
+    over the cell's 2 × 2 output pixels (nearest upsampling) so the head travels in the same
+    output tensor, and the same tiles, as the map."""
+    from .cells import CELL_CHANNELS
+
+    layers, keras = b.layers, b.keras
+    width = 2 * b.config.base_filters
+    x = b.act()(layers.Conv2D(width, 3, padding="same", name="cells_conv1")(features))
+    x = b.act()(layers.Conv2D(width, 3, padding="same", name="cells_conv2")(x))
+    bias = np.zeros(CELL_CHANNELS, np.float32)
+    bias[0] = PRESENCE_BIAS_INIT
+    x = layers.Conv2D(CELL_CHANNELS, 1, name="cells_out", bias_initializer=keras.initializers.Constant(bias.tolist()))(x)
+    return layers.UpSampling2D(2, interpolation="nearest", name="cells")(x)
+
+
 def build_generator(config: ModelConfig = ModelConfig(), conventions: InputConventions = InputConventions()):
     """The UNet generator as a `keras.Model` mapping (B, H, W, n_channels) → (B, H, W, C) on
     the pixel grid of ``conventions`` (the sky-model head's fixed beam is drawn on it):
     the map (normalised units), then its error scale (with the uncertainty head), then the
-    sky model packed by space-to-depth (sky-model output); see
-    :attr:`ModelConfig.output_channels`.
+    sky model packed by space-to-depth (sky-model output), then the catalogue head's cells
+    (``catalogue_head``); see :attr:`ModelConfig.output_channels`.
 
     Batch normalisation is synchronised across replicas, so a batch split over several
     devices normalises exactly like the same batch on one device.
     """
     b = _Blocks(config, conventions)
     inputs = b.keras.Input(shape=(None, None, config.n_channels), name="spire")
-    features = _unet(b, inputs)
+    features = cell_features = _unet(b, inputs)
     if config.has_sky:
         drawn, sky, features = _sky_head(b, features, inputs)
         outputs = [drawn]
@@ -385,6 +428,8 @@ def build_generator(config: ModelConfig = ModelConfig(), conventions: InputConve
         outputs.append(_error_head(b, features))
     if config.has_sky:
         outputs.append(b.custom.SpaceToDepth(config.sky_oversample, name="sky_packed")(sky))
+    if config.catalogue_head:
+        outputs.append(_catalogue_head(b, cell_features))
     out = outputs[0] if len(outputs) == 1 else b.layers.Concatenate(name="outputs")(outputs)
     return b.keras.Model(inputs, out, name="galaxysr_unet")
 

@@ -604,11 +604,28 @@ class Trainer:
             raise ValueError(f"{folder}: no model.keras to start from; give a model folder written by train.py")
         pixel_shuffle_layer()
         source = keras.saving.load_model(path, compile=False)
+        if self.config.model.catalogue_head and "cells_out" not in {layer.name for layer in source.layers}:
+            self._initialise_without_head(folder, source)
+            return
         try:
             self.model.set_weights(source.get_weights())
         except ValueError as error:
             raise ValueError(f"{folder}: its architecture differs from this run's ({error}); use the same "
                              "model settings to start from it") from None
+
+    def _initialise_without_head(self, folder: str, source) -> None:
+        """Start a network with a catalogue head from one without: the weighted layers of
+        ``source`` into this run's, in order, the catalogue head's (``cells_*``, built last)
+        left out; they keep their initial weights. (By order, not name: Keras numbers unnamed
+        layers by how many the process has built before.)"""
+        mine = [layer for layer in self.model.layers if layer.weights and not layer.name.startswith("cells_")]
+        theirs = [layer for layer in source.layers if layer.weights]
+        shapes = [[[w.shape for w in layer.weights] for layer in layers] for layers in (mine, theirs)]
+        if shapes[0] != shapes[1]:
+            raise ValueError(f"{folder}: its architecture differs from this run's beyond the catalogue head; start "
+                             "from a model of the same settings")
+        for layer, other in zip(mine, theirs):
+            layer.set_weights(other.get_weights())
 
     def _preview(self, n: int = 3) -> dict:
         """Input, target and output of the first ``n`` validation tiles, as TensorBoard images."""

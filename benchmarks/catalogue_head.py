@@ -1,0 +1,112 @@
+"""The catalogue head's catalogue on the held-out sky, beside the PSF catalogue of the same model.
+
+``python benchmarks/catalogue_head.py MODEL [MODEL ...] > head.jsonl`` prints one JSON line per
+model folder (a model trained with ``--catalogue-head``): for the head's catalogue at several
+probability thresholds, and for the PSF-fit catalogue of ``predict --catalogue`` (with the model's
+flux curves), the numbers issue 26 sets targets for — completeness above 15 mJy and at 5–10 mJy,
+purity in every bin ≥ 5 mJy, median S_out/S_true above 9 mJy and at 5–9 mJy, median offset above
+10 mJy, and for the head the z-statistics of its S450 errors and its positional errors.
+
+The network runs over each whole field at once (it is fully convolutional), on the inputs
+training and prediction feed it (:func:`galaxysr.datasets.stack_inputs`).
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+from astropy.table import vstack
+
+from galaxysr.catalogue import extract_sources
+from galaxysr.cells import CELL_PIXELS, decode_cells
+from galaxysr.datasets import stack_inputs
+from galaxysr.evaluate import EvalConfig, inner_region, score
+from galaxysr.evaluate.metrics import robust_std
+from galaxysr.evaluate.runs import evaluation_fields
+from galaxysr.inference import load_artifact, super_resolve_maps
+from galaxysr.instruments import TARGET_BAND
+from galaxysr.maps import output_grid, read_field
+from galaxysr.simulate import column_mjy
+
+THRESHOLDS = (0.3, 0.5, 0.7)
+
+
+def head_cells(artifact, field):
+    """The head's raw outputs per cell for a whole field, and the field's output grid."""
+    config, conventions = artifact.config, artifact.conventions
+    wcs, shape = output_grid(field[config.input_bands[0]], conventions.pixel)
+    inputs = stack_inputs(field, config, conventions, wcs, shape)
+    m = config.multiple
+    pad = [(0, -shape[0] % m), (0, -shape[1] % m), (0, 0)]
+    x = config.scaling.forward(np.pad(np.nan_to_num(inputs), pad)).astype(np.float32)
+    out = np.asarray(artifact.predict_fn(x[None]))[0, :shape[0], :shape[1], config.output_channels["cells"]]
+    return out[::CELL_PIXELS, ::CELL_PIXELS], wcs
+
+
+def summary(cat, truth, config: EvalConfig, flux_column: str) -> dict:
+    cat = cat.copy()
+    cat["flux"] = np.asarray(cat[flux_column], float)
+    result = score(cat, truth, f"flux_{TARGET_BAND}", config)
+    bins = np.asarray(result["bins_mjy"])
+    completeness, purity = np.asarray(result["completeness"]), np.asarray(result["purity"])
+    n_det = np.asarray(result["n_detections_per_bin"])
+    faint = (bins[:-1] >= 5) & (bins[1:] <= 10)
+    n_ref = np.asarray(result["n_reference_per_bin"])
+    out = {"n_detections": result["n_detections"],
+           "completeness_above_15mjy": result["completeness_above_15mjy"],
+           "completeness_5_10mjy": float(np.sum(completeness[faint] * n_ref[faint]) / np.sum(n_ref[faint])),
+           "min_purity_above_5mjy": float(np.nanmin(np.where((bins[:-1] >= 5) & (n_det >= 5), purity, np.nan))),
+           "median_flux_ratio_above_9mjy": result["median_flux_ratio_above_9mjy"],
+           "median_flux_ratio_5_9mjy": result["median_flux_ratio_5_9mjy"],
+           "median_offset_arcsec_above_10mjy": result["median_offset_arcsec_above_10mjy"]}
+    err_column = f"{flux_column}_err"
+    if err_column in cat.colnames and result["n_matched"]:
+        s_true = np.asarray(result["matched_true_flux_mjy"])
+        s_out = np.asarray(result["flux_ratio"]) * s_true
+        z = (s_out - s_true) / _matched(cat, truth, config)[err_column]
+        for lo, hi in ((5, 9), (9, 15), (15, np.inf)):
+            sel = (s_true >= lo) & (s_true < hi)
+            if sel.sum() >= 10:
+                out[f"z_{lo:g}_{hi:g}"] = {"robust_std": robust_std(z[sel]), "median": float(np.median(z[sel])),
+                                           "coverage_1sigma": float(np.mean(np.abs(z[sel]) <= 1))}
+    return out
+
+
+def _matched(cat, truth, config: EvalConfig):
+    """The rows of ``cat`` that score() matches, in the order of its matches (the same matcher)."""
+    from astropy.coordinates import SkyCoord
+
+    from galaxysr.evaluate.metrics import match
+
+    i_det, _ = match(SkyCoord(cat["ra"], cat["dec"], unit="deg"), np.asarray(cat["flux"], float),
+                     SkyCoord(truth["ra"], truth["dec"], unit="deg"), column_mjy(truth, f"flux_{TARGET_BAND}"),
+                     config.radius)
+    return cat[i_det]
+
+
+def readings(model: str, config: EvalConfig = EvalConfig()) -> dict:
+    artifact = load_artifact(model)
+    heads, psf, truths = [], [], []
+    for folder in evaluation_fields(config, "held_out", progress=False):
+        field = read_field(folder)
+        network = super_resolve_maps({b: field[b] for b in artifact.config.input_bands}, artifact, progress=False)
+        truth = field.truth[inner_region(field.truth, network, config.edge_arcsec)]
+        truths.append(truth[column_mjy(truth, f"flux_{TARGET_BAND}") >= config.truth_min_mjy])
+        cat = extract_sources(network, snr=config.snr, min_flux_mjy=config.min_flux_mjy)
+        psf.append(cat[inner_region(cat, network, config.edge_arcsec)])
+        cells, wcs = head_cells(artifact, field)
+        head = decode_cells(cells, wcs, artifact.conventions.pixel_arcsec, threshold=min(THRESHOLDS))
+        heads.append(head[inner_region(head, network, config.edge_arcsec)])
+    truth = vstack(truths, metadata_conflicts="silent")
+    head = vstack(heads, metadata_conflicts="silent")
+    out = {"model": model, "psf": summary(vstack(psf, metadata_conflicts="silent"), truth, config, "flux")}
+    for threshold in THRESHOLDS:
+        out[f"head_p{threshold:g}"] = summary(head[np.asarray(head["p"]) >= threshold], truth, config,
+                                              f"flux_{TARGET_BAND}")
+    return out
+
+
+if __name__ == "__main__":
+    for path in sys.argv[1:]:
+        print(json.dumps(readings(path)), flush=True)
