@@ -154,10 +154,11 @@ class LossConfig(ConfigRecord):
     sky_model: float = option(10.0, flag="--w-sky", help="weight of the sky loss term")
     adversarial: float = option(0.0, flag="--w-adversarial", help="weight of the adversarial loss term")
     presence: float = option(0.05, flag="--w-presence", help="weight of the catalogue head's presence term")
-    cell_position: float = option(0.01, flag="--w-cell-position",
+    cell_position: float = option(0.03, flag="--w-cell-position",
                                   help="weight of the catalogue head's position likelihood")
-    cell_flux: float = option(0.01, flag="--w-cell-flux", help="weight of the catalogue head's flux likelihood")
+    cell_flux: float = option(0.05, flag="--w-cell-flux", help="weight of the catalogue head's flux likelihood")
     cell_focal_gamma: float = 2.0
+    cell_nll_beta: float = 0.5
     aperture_radius_fwhm: float = 1.0
     peak_radius_fwhm: float = 0.5
     detect_threshold_mjy: float = 2.0

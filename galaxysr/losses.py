@@ -468,10 +468,14 @@ def cell_targets_tf(planes, cell: int, target_index: int, min_flux_mjy: float):
 LOG_SIGMA_RANGE = (-6.0, 2.0)
 
 
-def _gaussian_nll(target, mean, log_sigma):
-    """−log N(target | mean, σ) up to ½ log 2π, with log σ clipped to :data:`LOG_SIGMA_RANGE`."""
+def _gaussian_nll(target, mean, log_sigma, beta: float = 0.0):
+    """−log N(target | mean, σ) up to ½ log 2π, with log σ clipped to :data:`LOG_SIGMA_RANGE`;
+    with ``beta`` > 0 the β-NLL of Seitzer et al. (2022, ICLR): weighted by σ^(2β), held
+    constant, so that where σ is large the mean still learns (plain NLL scales the mean's
+    gradient by 1/σ², and a head that starts unsure shrinks its fluxes towards the counts' mode)."""
     log_sigma = tf.clip_by_value(log_sigma, *LOG_SIGMA_RANGE)
-    return 0.5 * tf.square((target - mean) * tf.exp(-log_sigma)) + log_sigma
+    nll = 0.5 * tf.square((target - mean) * tf.exp(-log_sigma)) + log_sigma
+    return nll * tf.stop_gradient(tf.exp(2.0 * beta * log_sigma)) if beta else nll
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -482,7 +486,8 @@ class CatalogueLoss(keras.losses.Loss):
     by the number of cells that hold one (≈ 4 % of them: the many easy empty cells do not
     drown the few that matter); ``position``, the Gaussian NLL of the true sub-cell offset
     (both axes); ``flux``, the Gaussian NLL of the true log10 fluxes in every band — both
-    averaged over the cells that hold a source. ``call`` is their sum.
+    averaged over the cells that hold a source, and with ``beta`` the β-NLL
+    (:func:`_gaussian_nll`). ``call`` is their sum.
 
     ``y_true`` (B, H, W, 2 + n): per-pixel source planes (:func:`galaxysr.cells.source_planes`,
     bands :data:`galaxysr.cells.CATALOGUE_BANDS`, NaN where unknown). ``y_pred`` (B, H, W,
@@ -491,10 +496,10 @@ class CatalogueLoss(keras.losses.Loss):
     """
 
     def __init__(self, cell: int = 2, target_index: int = 2, min_flux_mjy: float = 2.0, gamma: float = 2.0,
-                 name=None, reduction="sum_over_batch_size", dtype=None):
+                 beta: float = 0.5, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.cell, self.target_index = int(cell), int(target_index)
-        self.min_flux_mjy, self.gamma = float(min_flux_mjy), float(gamma)
+        self.min_flux_mjy, self.gamma, self.beta = float(min_flux_mjy), float(gamma), float(beta)
 
     def parts(self, y_true, y_pred) -> dict:
         valid, present, offsets, log_flux = cell_targets_tf(y_true, self.cell, self.target_index, self.min_flux_mjy)
@@ -507,9 +512,9 @@ class CatalogueLoss(keras.losses.Loss):
         focal = tf.pow(1.0 - p_true, self.gamma) * tf.nn.sigmoid_cross_entropy_with_logits(label, logit)
         known = tf.cast(valid, tf.float32)
         n_present = tf.reduce_sum(label, [1, 2])
-        position = tf.reduce_sum(_gaussian_nll(offsets, cells[..., 1:3], cells[..., 3:5]), -1)
-        flux = tf.reduce_sum(_gaussian_nll(log_flux, cells[..., 5:5 + n_bands], cells[..., 5 + n_bands:5 + 2 * n_bands]),
-                             -1)
+        position = tf.reduce_sum(_gaussian_nll(offsets, cells[..., 1:3], cells[..., 3:5], self.beta), -1)
+        flux = tf.reduce_sum(_gaussian_nll(log_flux, cells[..., 5:5 + n_bands], cells[..., 5 + n_bands:5 + 2 * n_bands],
+                                           self.beta), -1)
         return {"presence": _safe_divide(tf.reduce_sum(focal * known, [1, 2]), tf.maximum(n_present, 1.0)),
                 "position": _safe_divide(tf.reduce_sum(position * label, [1, 2]), n_present),
                 "flux": _safe_divide(tf.reduce_sum(flux * label, [1, 2]), n_present)}
@@ -519,7 +524,7 @@ class CatalogueLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "cell": self.cell, "target_index": self.target_index,
-                "min_flux_mjy": self.min_flux_mjy, "gamma": self.gamma}
+                "min_flux_mjy": self.min_flux_mjy, "gamma": self.gamma, "beta": self.beta}
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -572,7 +577,7 @@ class CombinedLoss(_ScaledLoss):
         self.uncertainty_head, self.sky_oversample = bool(uncertainty_head), int(sky_oversample)
         self.catalogue_head, self.cell_min_flux_mjy = bool(catalogue_head), float(cell_min_flux_mjy)
         self.catalogue = CatalogueLoss(CELL_PIXELS, CATALOGUE_BANDS.index(band) if band in CATALOGUE_BANDS else 0,
-                                       cell_min_flux_mjy, c.cell_focal_gamma)
+                                       cell_min_flux_mjy, c.cell_focal_gamma, c.cell_nll_beta)
         scale = dict(softening_mjy=self.scaling.softening_mjy, ceiling_mjy=self.scaling.ceiling_mjy)
         source = dict(pixel_arcsec=pixel_arcsec, band=band, threshold_mjy=c.detect_threshold_mjy,
                       max_sources=c.max_sources, use_generated=real, bright_mjy=c.bright_mjy, **scale)
