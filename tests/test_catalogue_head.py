@@ -140,3 +140,29 @@ def test_the_head_needs_a_sky_model_network_and_old_models_have_none():
     assert "cells" not in ModelConfig().output_channels
     assert ModelConfig(catalogue_head=True).output_channels["cells"].stop - \
         ModelConfig(catalogue_head=True).output_channels["cells"].start == CELL_CHANNELS
+
+
+def test_forced_photometry_recovers_two_sources_half_a_beam_apart_within_their_errors():
+    from galaxysr.catalogue import forced_photometry
+    from galaxysr.instruments import FWHM_PER_SIGMA, get_band
+    from galaxysr.maps import MJY_PER_BEAM, Map
+
+    n, noise = 80, 0.5
+    wcs = tan_wcs(SkyCoord(150.0, 2.0, unit="deg"), PIXEL * u.arcsec, (n, n))
+    band = get_band("scuba2_450")
+    sigma = band.fwhm.to_value(u.arcsec) / FWHM_PER_SIGMA / PIXEL
+    x, y, s = np.array([40.3, 42.3, 20.0]), np.array([40.2, 40.2, 60.5]), np.array([20.0, 10.0, 5.0])  # 4″ apart
+    yy, xx = np.mgrid[:n, :n]
+    sky = sum(f * np.exp(-0.5 * ((xx - a) ** 2 + (yy - b) ** 2) / sigma**2) for a, b, f in zip(x, y, s))
+    image = sky + np.random.default_rng(2).normal(0, noise, (n, n))
+    m = Map(image.astype(np.float32), wcs, band, MJY_PER_BEAM, noise=np.full((n, n), noise, np.float32))
+    flux, err = forced_photometry(m, x, y)
+    assert np.all(np.abs(flux - s) < 3 * err)
+    # The pair shares its light: errors widen by 1/√(1 − ρ²), ρ = exp(−d²/4σ²) the overlap of the two beams.
+    rho = np.exp(-(x[1] - x[0]) ** 2 / (4 * sigma**2))
+    np.testing.assert_allclose(err[:2], noise / np.sqrt(1 - rho**2), rtol=0.03)
+    assert err[2] == pytest.approx(noise)
+    exact, _ = forced_photometry(replace(m, data=sky.astype(np.float32)), x, y)
+    np.testing.assert_allclose(exact, s, rtol=1e-3)
+    outside, err_out = forced_photometry(m, np.array([-50.0]), np.array([10.0]))
+    assert np.isnan(outside[0]) and np.isnan(err_out[0])
