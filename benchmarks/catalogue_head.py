@@ -21,7 +21,9 @@ import numpy as np
 from astropy.table import vstack
 
 from galaxysr.catalogue import extract_sources, forced_photometry
-from galaxysr.cells import CELL_PIXELS, decode_cells
+from galaxysr.cells import CELL_PIXELS, decode_cells, isotonic
+from galaxysr.config import CALIBRATION_SEEDS
+from galaxysr.datasets import DataConfig, sim_field_dir
 from galaxysr.datasets import stack_inputs
 from galaxysr.evaluate import EvalConfig, inner_region, score
 from galaxysr.evaluate.metrics import robust_std
@@ -87,8 +89,50 @@ def _matched(cat, truth, config: EvalConfig):
     return cat[i_det]
 
 
+def is_real(cat, truth, config: EvalConfig) -> np.ndarray:
+    """Whether each detection of ``cat`` is matched one-to-one to a source of ``truth``."""
+    from astropy.coordinates import SkyCoord
+
+    from galaxysr.evaluate.metrics import match
+
+    i_det, _ = match(SkyCoord(cat["ra"], cat["dec"], unit="deg"), np.asarray(cat[f"flux_{TARGET_BAND}"], float),
+                     SkyCoord(truth["ra"], truth["dec"], unit="deg"), column_mjy(truth, f"flux_{TARGET_BAND}"),
+                     config.radius)
+    real = np.zeros(len(cat), bool)
+    real[i_det] = True
+    return real
+
+
+def p_calibration(artifact, config: EvalConfig) -> dict:
+    """Isotonic maps score → P(real) of the two scores (``p``, ``p_peak``), fitted on the
+    calibration fields of the training distribution (never the held-out sky)."""
+    scores, reals = {"p": [], "p_peak": []}, []
+    for seed in CALIBRATION_SEEDS:
+        field = read_field(sim_field_dir(DataConfig(), seed))
+        cells, wcs = head_cells(artifact, field)
+        cat = decode_cells(cells, wcs, artifact.conventions.pixel_arcsec, threshold=0.05)
+        truth = field.truth[column_mjy(field.truth, f"flux_{TARGET_BAND}") >= config.truth_min_mjy]
+        reals.append(is_real(cat, truth, config))
+        for k in scores:
+            scores[k].append(np.asarray(cat[k], float))
+    real = np.concatenate(reals)
+    return {k: isotonic(np.concatenate(v), real) for k, v in scores.items()}
+
+
+def reliability(p_real: np.ndarray, real: np.ndarray, min_count: int = 20) -> dict:
+    """Per decile of ``p_real`` with at least ``min_count`` detections: mean p_real and the
+    fraction real; and the largest difference."""
+    rows = []
+    for lo in np.arange(0, 1, 0.1):
+        sel = (p_real >= lo) & (p_real < lo + 0.1 + (lo >= 0.9) * 1e-9)
+        if sel.sum() >= min_count:
+            rows.append((float(lo), int(sel.sum()), float(p_real[sel].mean()), float(real[sel].mean())))
+    return {"deciles": rows, "max_abs_difference": max((abs(r[2] - r[3]) for r in rows), default=float("nan"))}
+
+
 def readings(model: str, config: EvalConfig = EvalConfig()) -> dict:
     artifact = load_artifact(model)
+    calibration = p_calibration(artifact, config)
     heads, psf, truths = [], [], []
     for folder in evaluation_fields(config, "held_out", progress=False):
         field = read_field(folder)
@@ -109,6 +153,14 @@ def readings(model: str, config: EvalConfig = EvalConfig()) -> dict:
     truth = vstack(truths, metadata_conflicts="silent")
     head = vstack(heads, metadata_conflicts="silent")
     out = {"model": model, "psf": summary(vstack(psf, metadata_conflicts="silent"), truth, config, "flux")}
+    real = is_real(head, truth, config)
+    for score, (nodes, values) in calibration.items():
+        head[f"p_real_{score}"] = np.interp(np.asarray(head[score], float), nodes, values)
+        out[f"reliability_{score}"] = reliability(np.asarray(head[f"p_real_{score}"]), real)
+    for threshold in (0.5, 0.8):
+        chosen = head[np.asarray(head["p_real_p_peak"]) >= threshold]
+        out[f"head_preal{threshold:g}_forced"] = summary(chosen[np.isfinite(np.asarray(chosen["flux_forced"]))],
+                                                         truth, config, "flux_forced")
     for threshold in THRESHOLDS:
         chosen = head[np.asarray(head["p"]) >= threshold]
         out[f"head_p{threshold:g}"] = summary(chosen, truth, config, f"flux_{TARGET_BAND}")

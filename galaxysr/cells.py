@@ -38,7 +38,7 @@ from astropy.table import Table
 from .instruments import TARGET_BAND
 
 __all__ = ["source_planes", "augment_planes", "cell_targets", "cells_to_sources", "PLANE_OFFSETS",
-           "CATALOGUE_BANDS", "CELL_LAYOUT", "CELL_CHANNELS", "CELL_PIXELS", "decode_cells"]
+           "CATALOGUE_BANDS", "CELL_LAYOUT", "CELL_CHANNELS", "CELL_PIXELS", "decode_cells", "isotonic"]
 
 #: Channels of :func:`source_planes` before the fluxes: the blend's offset (dy, dx) in pixels.
 PLANE_OFFSETS = 2
@@ -201,7 +201,7 @@ def decode_cells(raw: np.ndarray, wcs, pixel_arcsec: float, threshold: float = 0
     Returns
     -------
     astropy.table.Table
-        ``ra``, ``dec`` (deg), ``pos_err`` (arcsec, 1σ per axis), ``p``; per band ``flux_<band>``
+        ``ra``, ``dec`` (deg), ``pos_err`` (arcsec, 1σ per axis), ``p``, ``p_peak`` (the peak cell's); per band ``flux_<band>``
         (the posterior median 10^μ, mJy), ``flux_<band>_lo`` / ``_hi`` (its 16 / 84 %) and
         ``flux_<band>_err`` (half their difference); brightest (target band) first.
     """
@@ -218,10 +218,12 @@ def decode_cells(raw: np.ndarray, wcs, pixel_arcsec: float, threshold: float = 0
     sky = wcs.pixel_to_world(x, y)
     sigma = np.exp(np.clip(raw[iy, ix, 3:5].astype(np.float64), -6, 2)) * cell * pixel_arcsec
     table = Table({"ra": sky.ra.deg * u.deg, "dec": sky.dec.deg * u.deg,
-                   "pos_err": np.sqrt(0.5 * (sigma**2).sum(-1)) * u.arcsec, "p": p_sum[iy, ix]})
+                   "pos_err": np.sqrt(0.5 * (sigma**2).sum(-1)) * u.arcsec, "p": p_sum[iy, ix],
+                   "p_peak": p_cell[iy, ix]})
     table["ra"].description, table["dec"].description = "right ascension (ICRS)", "declination (ICRS)"
     table["pos_err"].description = "1σ positional error per axis (catalogue head)"
     table["p"].description = "probability that a source is centred here (catalogue head, uncalibrated)"
+    table["p_peak"].description = "the peak cell's own probability (catalogue head, uncalibrated)"
     for b, band in enumerate(bands):
         mean = raw[iy, ix, 5 + b].astype(np.float64)
         dex = np.exp(np.clip(raw[iy, ix, 5 + n + b].astype(np.float64), -6, 2))
@@ -234,3 +236,22 @@ def decode_cells(raw: np.ndarray, wcs, pixel_arcsec: float, threshold: float = 0
     target = f"flux_{TARGET_BAND}" if TARGET_BAND in bands else f"flux_{bands[0]}"
     table.sort(target, reverse=True)
     return table
+
+
+def isotonic(score: np.ndarray, outcome: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-decreasing fit of ``outcome`` (0/1: was the detection real) against ``score``
+    (pool-adjacent-violators): ``(nodes, values)``, so that ``np.interp(s, nodes, values)`` is the
+    calibrated probability of a detection of score ``s`` (flat beyond the ends)."""
+    order = np.argsort(score, kind="stable")
+    s, y = np.asarray(score, float)[order], np.asarray(outcome, float)[order]
+    means, weights, lo = [], [], []
+    for k in range(len(s)):
+        means.append(y[k]), weights.append(1.0), lo.append(k)
+        while len(means) > 1 and means[-2] >= means[-1]:
+            w = weights[-2] + weights[-1]
+            means[-2] = (means[-2] * weights[-2] + means[-1] * weights[-1]) / w
+            weights[-2] = w
+            del means[-1], weights[-1], lo[-1]
+    hi = [*(start - 1 for start in lo[1:]), len(s) - 1]
+    nodes = np.array([0.5 * (s[a] + s[b]) for a, b in zip(lo, hi)])
+    return nodes, np.asarray(means)
