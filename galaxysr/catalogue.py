@@ -27,12 +27,13 @@ from astropy.stats import sigma_clipped_stats
 from astropy.table import QTable, Table
 
 from . import __version__
-from .config import CATALOGUE_METHODS
+from .cells import CATALOGUE_BANDS, calibrated_p, decode_cells, presence_from_keywords
+from .config import CATALOGUE_METHODS, HEAD_P_MIN
 from .errors import refuse_existing
 from .instruments import FWHM_PER_SIGMA, TARGET_BAND
 from .maps import FLAG_BLENDED, FLAG_EDGE, MJY_PER_BEAM, Map
 
-__all__ = ["extract_sources", "forced_photometry", "sky_components", "DEFAULT_METHOD", "deboost", "map_rms", "write_catalogue", "write_priors", "COLUMNS", "DEFAULT_FLOOR_MJY",
+__all__ = ["extract_sources", "head_sources", "HEAD_COLUMNS", "HEAD_P_MIN", "forced_photometry", "sky_components", "DEFAULT_METHOD", "deboost", "map_rms", "write_catalogue", "write_priors", "COLUMNS", "DEFAULT_FLOOR_MJY",
            "MAX_GROUP"]
 
 #: Largest group of overlapping sources fitted jointly (see _psf_photometry).
@@ -69,6 +70,20 @@ COLUMNS = {
     "flags": "bits: 1 blended, 2 within a beam of the map edge or of a pixel without data, "
              "4 an input map had a gap filled here, 8 an input map's noise here is over twice its median",
 }
+
+
+#: Method ``"head"``: the columns it adds to :data:`COLUMNS` (description, unit).
+HEAD_COLUMNS = {
+    "p_real": ("probability that the source is real: the catalogue head's score calibrated on fields of the "
+               "training distribution (see meta p_real)", None),
+    "p": ("the catalogue head's own probability that a source is centred here (uncalibrated)", None),
+    "pos_err": ("1-sigma positional error per axis (catalogue head) [arcsec]", u.arcsec),
+    **{f"flux_{band}{suffix}": (f"{band}: the catalogue head's posterior median flux{what} [mJy]", u.mJy)
+       for band in CATALOGUE_BANDS if band != TARGET_BAND
+       for suffix, what in (("", ""), ("_err", ", 1-sigma error (half its 16-84 % range)"))},
+}
+#: The head's raw p below which a detection is not decoded (p_real is then read above it).
+HEAD_DECODE_P = 0.05
 
 
 def map_rms(m: Map) -> np.ndarray | float:
@@ -187,7 +202,7 @@ def sky_components(sky: np.ndarray, group_px: float, radius_px: float, floor: fl
 
 def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOOR_MJY,
                     fwhm: u.Quantity | None = None, deblend: bool = True, command: str | None = None,
-                    method: str = DEFAULT_METHOD, calibrate: bool = True) -> Table:
+                    method: str = DEFAULT_METHOD, calibrate: bool = True, p_min: float = HEAD_P_MIN) -> Table:
     """Sources in ``m`` above ``snr`` × the uncertainty of the sky around them and above
     ``min_flux_mjy``.
 
@@ -210,12 +225,18 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOO
     method : str
         ``"psf"`` (peaks and PSF photometry on the map), ``"sky"`` (components of the map's
         sky model grouped within half a beam: flux their sum, position their flux-weighted
-        centre; needs ``m.sky_model``). See :data:`DEFAULT_METHOD` for why PSF is the default.
+        centre; needs ``m.sky_model``), ``"head"`` (the catalogue head's sources, from
+        ``m.cells``: see :func:`head_sources`). See :data:`DEFAULT_METHOD` for why PSF is the
+        default.
     calibrate : bool
         Apply the map's flux calibration (``m.flux_curves``, a super-resolved map's: see
         :class:`galaxysr.maps.FluxCurve`) to PSF fluxes and their errors, for the reading
         used — against the map's uncertainty plane, or its scatter when it has none. Not
         applied with another ``fwhm`` than the map's (the curve was measured at its beam).
+        Method ``"head"`` applies it to its forced fluxes alike.
+    p_min : float
+        Method ``"head"`` only: the least ``p_real`` kept (``snr`` does not apply there; the
+        floor ``min_flux_mjy`` does, on the forced flux).
 
     Returns
     -------
@@ -233,12 +254,15 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOO
     if method == "sky" and m.sky_model is None:
         raise ValueError(f"{m.source}: has no sky model (SKYMODEL extension) to draw sources from; "
                          "use method='psf', or a map super-resolved by a sky-model network")
+    if method == "head" and m.cells is None:
+        raise ValueError(f"{m.source}: has no catalogue-head cells (CELLS extension) to read sources from; use "
+                         "method='psf', or a map super-resolved by a model trained with --catalogue-head")
     m = m.to(MJY_PER_BEAM)
     data = m.data.astype(np.float64)
     valid = np.isfinite(data)
     pixel = m.pixel_scale
     reading = "error" if m.noise is not None else "scatter"
-    curve = m.flux_curves.get(reading) if calibrate and method == "psf" and fwhm is None else None
+    curve = m.flux_curves.get(reading) if calibrate and method in ("psf", "head") and fwhm is None else None
     fwhm = m.beam_fwhm if fwhm is None else fwhm
     fwhm_px = float((fwhm / pixel).decompose())
     sigma_px = fwhm_px / FWHM_PER_SIGMA
@@ -246,8 +270,11 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOO
     sky_map = np.broadcast_to(np.asarray(background_rms(m, fwhm_px), np.float64), data.shape)
     threshold = np.maximum(snr * np.nan_to_num(sky_map, nan=np.inf), min_flux_mjy)
     box = max(3, int(round(fwhm_px)) | 1)
-    found = None
-    if method == "sky":
+    found, extra = None, {}
+    if method == "head":
+        found, extra = _head_found(m, valid, rms_map, min_flux_mjy, p_min, fwhm_px)
+        threshold = np.full(data.shape, min_flux_mjy)  # p_real, not the S/N, chose them
+    elif method == "sky":
         f = m.sky_oversample
         sx, sy, flux, _ = sky_components(np.where(np.kron(valid, np.ones((f, f))) > 0, m.sky_model, np.nan),
                                          0.5 * fwhm_px * f, 0.5 * fwhm_px * f, SKY_PEAK_FLOOR * min_flux_mjy)
@@ -275,32 +302,52 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOO
                 # the fit on the wings, and make fluxes depend on the error calibration.
                 x, y, flux, group = _psf_photometry(data, valid, sky_map, x, y, flux, fwhm_px, sigma_px)
             found = (x, y, flux, group)
-    table = _empty_table()
+    table = _empty_table() if method != "head" else _empty_head_table()
     if found is not None:
-        x, y, flux, group = found
+        x, y, flux, group = found[:4]
         ix = np.clip(np.round(x).astype(int), 0, data.shape[1] - 1)
         iy = np.clip(np.round(y).astype(int), 0, data.shape[0] - 1)
-        err = rms_map[iy, ix]
+        err = rms_map[iy, ix] if len(found) == 4 else found[4]
         # The fit moves fluxes; what is kept meets the stated S/N and floor after it.
         good = np.isfinite(flux) & np.isfinite(err) & (flux >= threshold[iy, ix])
         x, y, flux, err, group, ix, iy = (v[good] for v in (x, y, flux, err, group, ix, iy))
+        extra = {k: v[good] for k, v in extra.items()}
         det_snr = flux / sky_map[iy, ix]  # significance on the map as it is, before calibration
         if curve is not None:
             factor = curve(flux)  # a linear correction of the estimate scales its error alike
             flux, err = flux * factor, err * factor
         order = np.argsort(-flux)
         x, y, flux, err, group, ix, iy, det_snr = (v[order] for v in (x, y, flux, err, group, ix, iy, det_snr))
+        extra = {k: v[order] for k, v in extra.items()}
         ra, dec = m.wcs.pixel_to_world_values(x, y)
         flags = _flags(m, valid, ix, iy, group, fwhm_px)
-        median, lo, hi = deboost(flux, err)
+        # The head's S450 posterior is its own deboosted flux; the other methods' is the counts prior's.
+        median, lo, hi = (extra.pop(k) for k in ("flux_deboosted", "flux_deboosted_lo", "flux_deboosted_hi")) \
+            if method == "head" else deboost(flux, err)
         table = Table({"id": np.arange(1, len(x) + 1), "ra": np.asarray(ra) % 360 * u.deg,
                        "dec": np.asarray(dec) * u.deg, "x": x, "y": y, "flux": flux * u.mJy,
                        "flux_err": err * u.mJy, "snr": flux / err, "det_snr": det_snr,
                        "flux_deboosted": median * u.mJy,
                        "flux_deboosted_lo": lo * u.mJy, "flux_deboosted_hi": hi * u.mJy,
                        "group_size": group, "flags": flags.astype(np.uint8)})
+        for name, values in extra.items():
+            unit = HEAD_COLUMNS[name][1]
+            table[name] = values if unit is None else values * unit
     for name, text in COLUMNS.items():
         table[name].description = text
+    if method == "head":
+        for name, (text, _) in HEAD_COLUMNS.items():
+            table[name].description = text
+        table["flux"].description = ("flux density fitted at the head's position on the map (forced photometry, "
+                                     "times the model's flux calibration) [mJy]")
+        table["flux_deboosted"].description = "the catalogue head's posterior median S450 [mJy]"
+        table["flux_deboosted_lo"].description = "16th percentile of the head's S450 posterior [mJy]"
+        table["flux_deboosted_hi"].description = "84th percentile of the head's S450 posterior [mJy]"
+        presence = presence_from_keywords(m.meta)
+        table.meta["p_real"] = ("uncalibrated: the head's p (the model has no presence calibration)"
+                                if presence is None else
+                                f"calibrated on fields of the training distribution from the head's {presence['score']}")
+        table.meta["p_min"] = p_min
     table.meta.update({"band": m.band.name, "method": method, "fwhm_arcsec": float(fwhm.to_value(u.arcsec)),
                        "snr": snr,
                        "min_flux_mjy": min_flux_mjy, "source": m.source,
@@ -400,6 +447,53 @@ def _flags(m: Map, valid: np.ndarray, ix: np.ndarray, iy: np.ndarray, group: np.
     if m.flags is not None:
         flags |= m.flags[iy, ix]
     return flags
+
+
+def head_sources(m: Map, p_min: float = HEAD_P_MIN) -> Table:
+    """The catalogue head's detections in ``m`` (a map super-resolved by a catalogue-head
+    network: ``m.cells``) with ``p_real`` ≥ ``p_min``, before photometry: ``x``, ``y`` (map
+    pixels), ``p_real`` (the model's presence calibration of the head's score, or the raw ``p``
+    when the model has none), and :func:`galaxysr.cells.decode_cells`' columns. Detections off
+    the map's data are dropped. Most users want ``extract_sources(m, method="head")``."""
+    if m.cells is None:
+        raise ValueError(f"{m.source}: has no catalogue-head cells (CELLS extension)")
+    head = decode_cells(m.cells, m.wcs, float(m.pixel_scale.to_value(u.arcsec)), threshold=HEAD_DECODE_P,
+                        cell=m.cell_pixels)
+    presence = presence_from_keywords(m.meta)
+    head["p_real"] = head["p"] if presence is None else calibrated_p(presence, np.asarray(head[presence["score"]]))
+    x, y = m.wcs.world_to_pixel_values(np.asarray(head["ra"], float), np.asarray(head["dec"], float))
+    head["x"], head["y"] = x, y
+    ix, iy = np.round(x).astype(int), np.round(y).astype(int)
+    inside = (ix >= 0) & (ix < m.shape[1]) & (iy >= 0) & (iy < m.shape[0])
+    inside[inside] = np.isfinite(m.data[iy[inside], ix[inside]])
+    return head[inside & (np.asarray(head["p_real"]) >= p_min)]
+
+
+def _head_found(m: Map, valid, rms_map, min_flux_mjy: float, p_min: float, fwhm_px: float) -> tuple:
+    """:func:`extract_sources`' ``found`` (x, y, forced flux, group size, forced error) and the
+    head's own columns (:data:`HEAD_COLUMNS`, and its S450 posterior as the deboosted flux)."""
+    head = head_sources(m, p_min)
+    if not len(head):
+        return None, {}
+    x, y = np.asarray(head["x"], float), np.asarray(head["y"], float)
+    flux, err = forced_photometry(m, x, y)
+    extra = {"p_real": np.asarray(head["p_real"], float), "p": np.asarray(head["p"], float),
+             "pos_err": np.asarray(head["pos_err"], float)}
+    for band in CATALOGUE_BANDS:
+        column = f"flux_{band}"
+        if band == TARGET_BAND:
+            for suffix in ("", "_lo", "_hi"):
+                extra[f"flux_deboosted{suffix}"] = np.asarray(head[f"{column}{suffix}"], float)
+        else:
+            extra[column], extra[f"{column}_err"] = np.asarray(head[column], float), np.asarray(head[f"{column}_err"], float)
+    return (x, y, flux, _neighbours(x, y, 1.5 * fwhm_px), err), extra
+
+
+def _empty_head_table() -> Table:
+    table = _empty_table()
+    for name, (_, unit) in HEAD_COLUMNS.items():
+        table[name] = np.array([], float) if unit is None else np.array([], float) * unit
+    return table
 
 
 def _empty_table() -> Table:

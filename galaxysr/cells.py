@@ -1,7 +1,7 @@
 """Sources on a grid of cells: the targets of a per-cell catalogue head, and a catalogue back.
 
-Groundwork for the catalogue head (issue "the network reports sources"): the network is not
-wired to it yet. A truth catalogue is encoded in two steps so that the tile augmentation of
+The catalogue head (:func:`galaxysr.model.build_generator` with ``catalogue_head``) is trained
+on these targets, and its outputs are read back by :func:`decode_cells`. A truth catalogue is encoded in two steps so that the tile augmentation of
 :class:`galaxysr.datasets.TileStream` (90° rotations and flips) cannot put offsets and cells out
 of step:
 
@@ -38,7 +38,8 @@ from astropy.table import Table
 from .instruments import TARGET_BAND
 
 __all__ = ["source_planes", "augment_planes", "cell_targets", "cells_to_sources", "PLANE_OFFSETS",
-           "CATALOGUE_BANDS", "CELL_LAYOUT", "CELL_CHANNELS", "CELL_PIXELS", "decode_cells", "isotonic"]
+           "CATALOGUE_BANDS", "CELL_LAYOUT", "CELL_CHANNELS", "CELL_PIXELS", "decode_cells", "isotonic", "PRESENCE_GRID",
+           "presence_calibration", "calibrated_p", "presence_cards", "presence_from_keywords"]
 
 #: Channels of :func:`source_planes` before the fluxes: the blend's offset (dy, dx) in pixels.
 PLANE_OFFSETS = 2
@@ -255,3 +256,64 @@ def isotonic(score: np.ndarray, outcome: np.ndarray) -> tuple[np.ndarray, np.nda
     hi = [*(start - 1 for start in lo[1:]), len(s) - 1]
     nodes = np.array([0.5 * (s[a] + s[b]) for a, b in zip(lo, hi)])
     return nodes, np.asarray(means)
+
+
+#: Scores at which a presence calibration is recorded: :func:`isotonic`'s steps resampled, so the
+#: record is short and the same size for every model.
+PRESENCE_GRID = tuple(round(0.05 * k, 2) for k in range(1, 21))
+
+
+def presence_calibration(score: np.ndarray, real: np.ndarray, name: str = "p_peak") -> dict:
+    """A record of how often a detection of head score ``score`` (``p`` or ``p_peak`` of
+    :func:`decode_cells`) is real (``real``: matched to a true source), fitted after training on
+    fields of the training distribution: :func:`isotonic` read at :data:`PRESENCE_GRID`.
+
+    Returns
+    -------
+    dict
+        ``score`` (which column it calibrates), ``nodes`` and ``p_real`` (the calibrated
+        probability at each node; :func:`calibrated_p` interpolates), ``n`` (detections used),
+        ``n_real``.
+    """
+    score, real = np.asarray(score, float), np.asarray(real, bool)
+    if len(score) < 20 or real.all() or not real.any():
+        raise ValueError(f"a presence calibration needs at least 20 detections, real and false among them; got "
+                         f"{len(score)} ({int(real.sum())} real)")
+    nodes, values = isotonic(score, real)
+    grid = np.asarray(PRESENCE_GRID)
+    return {"score": name, "nodes": grid.tolist(), "p_real": np.round(np.interp(grid, nodes, values), 4).tolist(),
+            "n": int(len(score)), "n_real": int(real.sum())}
+
+
+def calibrated_p(record: dict, score: np.ndarray) -> np.ndarray:
+    """The calibrated probability that detections of head score ``score`` are real, from a
+    :func:`presence_calibration` record (linear between its nodes, flat beyond)."""
+    return np.interp(np.asarray(score, float), np.asarray(record["nodes"], float), np.asarray(record["p_real"], float))
+
+
+def presence_cards(record: dict | None) -> dict:
+    """FITS cards of a :func:`presence_calibration` record, so that a super-resolved map carries
+    its model's (as it carries its flux curves): ``GSRPSCOR`` the score, ``GSRPN`` the number of
+    nodes, ``GSRPS<i>`` / ``GSRPR<i>`` the nodes and the calibrated probabilities. Empty for None."""
+    if record is None:
+        return {}
+    cards = {"GSRPSCOR": (record["score"], "catalogue-head score that p_real calibrates"),
+             "GSRPN": (len(record["nodes"]), "p_real calibration nodes (training distribution)")}
+    for i, (node, p) in enumerate(zip(record["nodes"], record["p_real"]), 1):
+        cards[f"GSRPS{i}"] = (float(node), "head score at the node")
+        cards[f"GSRPR{i}"] = (float(p), "P(real) at the node")
+    return cards
+
+
+def presence_from_keywords(keywords: dict) -> dict | None:
+    """The :func:`presence_calibration` record written by :func:`presence_cards` (keyword →
+    value or (value, comment), as ``Map.meta`` holds them), or None."""
+    def value(key):
+        v = keywords.get(key)
+        return v[0] if isinstance(v, tuple) else v
+
+    n = value("GSRPN")
+    if not isinstance(n, int) or n < 1:
+        return None
+    return {"score": str(value("GSRPSCOR")), "nodes": [float(value(f"GSRPS{i}")) for i in range(1, n + 1)],
+            "p_real": [float(value(f"GSRPR{i}")) for i in range(1, n + 1)]}

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import BACKGROUND_METHODS, CATALOGUE_METHODS, SKIES
+from .config import BACKGROUND_METHODS, CATALOGUE_METHODS, HEAD_P_MIN, SKIES
 
 __all__ = ["add_config_options", "build_parser", "config_from_options", "main"]
 
@@ -161,6 +161,14 @@ def _print_calibration(artifact, seed: int | None = None) -> None:
         print(f"catalogue fluxes calibrated on {record['n_pairs']} matched sources (median S_out/S_true above "
               f"9 mJy was {record['ratio_above_9mjy']:.3f}): factors "
               + ", ".join(f"{f:.2f} at {s:.0f} mJy" for s, f in zip(curve.nodes_mjy, curve.factors)))
+    presence = artifact.calibration.presence
+    if presence is not None:
+        shown = {0.1: None, 0.3: None, 0.5: None, 0.7: None, 0.9: None}
+        for node, p in zip(presence["nodes"], presence["p_real"]):
+            if round(node, 2) in shown:
+                shown[round(node, 2)] = p
+        print(f"catalogue head's p_real calibrated on {presence['n']} detections ({presence['n_real']} real): "
+              + ", ".join(f"{p:.2f} at {presence['score']} {s:g}" for s, p in shown.items() if p is not None))
     _print_health(artifact.meta, seed)
 
 
@@ -261,7 +269,8 @@ def _predict(args) -> int:
     background = args.background or artifact.conventions.background
     made_from = provenance({b: m.source for b, m in maps.items()}, artifact,
                            {"overlap": args.overlap, "background": background})
-    listed = digest(made_from, args.snr, args.min_flux, args.catalogue_method)
+    listed = digest(made_from, args.snr, args.min_flux, args.catalogue_method,
+                    *((args.p_min,) if args.catalogue_method == "head" else ()))
     need_map, need_cat, need_priors = outputs_to_make(
         [(out, "GSRPROV", made_from), (args.catalogue and Path(args.catalogue), "GSRCAT", listed),
          (args.priors and Path(args.priors), "GSRCAT", listed)], args.overwrite)
@@ -279,11 +288,12 @@ def _predict(args) -> int:
 
         table = extract_sources(read_map(out, band=artifact.config.target_band), snr=args.snr,
                                 min_flux_mjy=args.min_flux, command=" ".join(["galaxysr", *sys.argv[1:]]),
-                                method=args.catalogue_method)
+                                method=args.catalogue_method, p_min=args.p_min)
         table.meta["GSRCAT"] = listed
         if need_cat:
             write_catalogue(table, args.catalogue, overwrite=True)
-            print(f"wrote {args.catalogue} ({len(table)} sources at S/N ≥ {args.snr:g} and ≥ {args.min_flux:g} mJy)")
+            chosen = f"p_real ≥ {args.p_min:g}" if args.catalogue_method == "head" else f"S/N ≥ {args.snr:g}"
+            print(f"wrote {args.catalogue} ({len(table)} sources at {chosen} and ≥ {args.min_flux:g} mJy)")
         if need_priors:
             write_priors(table, args.priors, overwrite=True, provenance=listed)
             print(f"wrote {args.priors} (XID+ prior list, {len(table)} positions)")
@@ -313,7 +323,12 @@ def _add_predict(sub, light: bool = False) -> None:
     p.add_argument("--snr", type=float, default=4.0, help="detection S/N against the output's ERROR plane")
     p.add_argument("--min-flux", type=float, default=2.0, help="detection floor (mJy/beam)")
     p.add_argument("--catalogue-method", choices=CATALOGUE_METHODS, default=CATALOGUE_METHODS[0],
-                   help="psf: PSF fits on the map; sky: components of the SKYMODEL grouped within half a beam")
+                   help="psf: PSF fits on the map; sky: components of the SKYMODEL grouped within half a beam; "
+                        "head: the catalogue head's sources (a model trained with --catalogue-head), fluxes fitted "
+                        "on the map at their positions, p_real and four-band posteriors")
+    p.add_argument("--p-min", type=float, default=HEAD_P_MIN,
+                   help="--catalogue-method head: the least p_real (calibrated probability that a source is real) "
+                        "kept; --snr does not apply there")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_predict)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 __all__ = ["VALIDATION_SEED", "CALIBRATION_SEEDS", "EVALUATION_SEEDS", "SIM_DIR", "EVAL_FIELD_DIR", "RUN_DIR",
-           "REPORT_DIR", "BACKGROUND_METHODS", "UPSAMPLING_METHODS", "STRATEGIES", "CATALOGUE_METHODS", "SKIES",
+           "REPORT_DIR", "BACKGROUND_METHODS", "UPSAMPLING_METHODS", "STRATEGIES", "CATALOGUE_METHODS", "HEAD_P_MIN", "SKIES",
            "ConfigRecord", "LossConfig", "option", "refuse_unknown_keys"]
 
 #: The choices of settings that the command line offers too, defined once (here, so that
@@ -26,7 +26,9 @@ UPSAMPLING_METHODS = ("transpose", "subpixel", "subpixel_head")
 #: tf.distribute strategies (:func:`galaxysr.training.make_strategy`).
 STRATEGIES = ("mirrored", "multiworker", "default")
 #: Catalogue extraction methods (:func:`galaxysr.catalogue.extract_sources`).
-CATALOGUE_METHODS = ("psf", "sky")
+CATALOGUE_METHODS = ("psf", "sky", "head")
+#: Catalogue method ``"head"``: the default least p_real (calibrated probability of being real) kept.
+HEAD_P_MIN = 0.5
 #: Evaluation skies (:func:`galaxysr.evaluate.sky_simulation`): the held-out recipe (headline),
 #: the training distribution at evaluation seeds, and the reference sky of earlier versions.
 SKIES = ("held_out", "training", "reference")

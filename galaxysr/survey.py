@@ -160,6 +160,7 @@ def run_block(block: Block, job, paths: dict, model: str, out_dir: str, noise_va
               batch_size: int = 16, threads: int = 1, backgrounds: dict | None = None) -> str:
     """Compute one block and write ``out_dir/<name>.npz`` atomically; a block already on
     disk is not recomputed. Returns the file's path."""
+    from .cells import CELL_CHANNELS
     from .inference import StripRunner, StripSums
     from .noise import fill_gaps
 
@@ -182,15 +183,18 @@ def run_block(block: Block, job, paths: dict, model: str, out_dir: str, noise_va
         inputs[band], filled[band] = fill_gaps(cut)
     y_lo, y_hi, cx_lo, cx_hi = block.core
     config = artifact.config
+    # A catalogue-head network's cells are blended with the rest but not kept: a block's core
+    # need not start on a cell border (the survey's catalogue is the PSF or sky one).
     sums = StripSums(y_last - y_first, x_hi - x_lo, 2 if config.uncertainty_head else 1,
-                     config.sky_oversample if config.has_sky else 0)
+                     config.sky_oversample if config.has_sky else 0,
+                     CELL_CHANNELS if "cells" in config.output_channels else 0)
     if inputs is not None:
         runner = StripRunner(replace(job, artifact=artifact, inputs=inputs, filled=filled), batch_size)
         for y0 in job.ys[r0:r1]:
             result = runner.run(y0, x_lo, x_hi, job.xs[c0:c1])
             if result is not None:
                 sums.add(y0 - y_first, result)
-    image, error, flags, sky = sums.blended(slice(y_lo - y_first, y_hi - y_first), slice(cx_lo - x_lo, cx_hi - x_lo))
+    image, error, flags, sky, _ = sums.blended(slice(y_lo - y_first, y_hi - y_first), slice(cx_lo - x_lo, cx_hi - x_lo))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part.npz")
     empty = np.zeros((0, 0), np.float32)
@@ -308,6 +312,10 @@ def survey_field(client, spire250: str, out: str, spire350: str | None = None, s
 
     from .inference import input_maps, load_model, outputs_to_make, plan
 
+    if catalogue and method == "head":
+        raise ValueError("the survey's catalogue is made block by block from the mosaic, which does not keep the "
+                         "catalogue head's cells: use --catalogue-method psf or sky here, or predict.py "
+                         "--catalogue-method head per map")
     started = time.perf_counter()
     artifact = load_model(model)
     maps = input_maps(artifact, Path(spire250), spire350, spire500)

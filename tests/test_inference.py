@@ -229,11 +229,15 @@ def test_calibration_record_round_trips_and_old_models_read_theirs_from_config(t
     scale = {"network_ratio": 0.9, "n_matched": 50,
              "curves": {"error": {"nodes_mjy": [6.0, 20.0], "factors": [1.0, 1.2], "n_pairs": 99},
                         "scatter": {"n_pairs": 3, "not_fitted": "too few"}}}
+    presence = {"score": "p_peak", "nodes": [0.5, 1.0], "p_real": [0.3, 0.9], "n": 40, "n_real": 20}
     artifact = record_calibration(record_calibration(record_calibration(artifact, beam=beam), errors=errors),
                                   flux_scale=scale)
     assert artifact.calibration == Calibration(effective_beam=beam, errors=errors, flux_scale=scale)  # kept
     assert json.loads((folder / "calibration.json").read_text()) == {"effective_beam": beam, "errors": errors,
-                                                                     "flux_scale": scale}
+                                                                     "flux_scale": scale, "presence": None}
+    artifact = record_calibration(artifact, presence=presence)
+    assert artifact.calibration == Calibration(effective_beam=beam, errors=errors, flux_scale=scale,
+                                               presence=presence)
     assert artifact.calibration.fwhm_arcsec == 9.457
     assert set(artifact.calibration.flux_curves()) == {"error"}  # the unfitted reading applies nothing
     assert artifact.calibration.flux_curves()["error"](20.0) == pytest.approx(1.2)

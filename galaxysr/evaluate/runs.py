@@ -4,6 +4,7 @@ training distribution."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -329,6 +330,30 @@ def measure_flux_scale(maps: list, config: EvalConfig = EvalConfig()) -> dict:
     return out
 
 
+def measure_presence(maps: list, config: EvalConfig = EvalConfig()) -> dict:
+    """A catalogue-head network's presence calibration (:func:`galaxysr.cells.presence_calibration`
+    of the head's peak-cell score ``p_peak``) on :func:`calibration_maps` (fields of the training
+    distribution, never the held-out sky): a detection is real when it is matched one to one,
+    within ``config.radius``, to a true source of S450 ≥ ``config.truth_min_mjy``."""
+    from ..catalogue import head_sources
+    from ..cells import presence_calibration
+    from .metrics import match
+
+    scores, reals = [], []
+    for network, truth in maps:
+        head = head_sources(network, p_min=0.0)
+        head = head[inner_region(head, network, config.edge_arcsec)]
+        truth = truth[column_mjy(truth, f"flux_{TARGET_BAND}") >= config.truth_min_mjy]
+        found, _ = match(SkyCoord(head["ra"], head["dec"], unit="deg"), np.asarray(head[f"flux_{TARGET_BAND}"]),
+                         SkyCoord(truth["ra"], truth["dec"], unit="deg"), column_mjy(truth, f"flux_{TARGET_BAND}"),
+                         config.radius)
+        real = np.zeros(len(head), bool)
+        real[found] = True
+        scores.append(np.asarray(head["p_peak"], float))
+        reals.append(real)
+    return presence_calibration(np.concatenate(scores), np.concatenate(reals), "p_peak")
+
+
 def calibrate_artifact(artifact, data, progress: bool = False):
     """Measure ``artifact``'s output beam, calibrate its catalogue's fluxes (:func:`measure_flux_scale`,
     sky-model networks: the flux curves the catalogue applies) and its errors on the calibration fields
@@ -356,6 +381,11 @@ def calibrate_artifact(artifact, data, progress: bool = False):
         artifact = record_calibration(artifact, flux_scale=scale)
         # The errors are calibrated on the fluxes the catalogue now reports.
         again = [(replace(network, flux_curves=artifact.calibration.flux_curves()), truth) for network, truth in maps]
+    if "cells" in artifact.config.output_channels:
+        try:
+            artifact = record_calibration(artifact, presence=measure_presence(maps))
+        except ValueError as error:  # a head that finds nothing real (or nothing false) cannot be calibrated
+            warnings.warn(f"{artifact.path}: the catalogue head's p_real is not calibrated: {error}", stacklevel=2)
     failed = None
     if artifact.config.uncertainty_head:
         try:

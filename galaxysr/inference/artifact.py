@@ -45,11 +45,15 @@ class Calibration(ConfigRecord):
         the held-out sky shows to 0.03), and ``curves``, the flux calibration per reading
         (:meth:`flux_curves`) that super-resolved maps carry and their catalogues apply.
         Records made before the curves (0.3.0's model; 0.4 runs calibrated earlier) have none: nothing is applied.
+    presence : dict or None
+        A catalogue-head network's :func:`galaxysr.cells.presence_calibration`: how often a
+        detection of each head score is real on these fields (the catalogue's ``p_real``).
     """
 
     effective_beam: dict | None = None
     errors: dict | None = None
     flux_scale: dict | None = None
+    presence: dict | None = None
 
     WHAT: ClassVar[str] = "calibration entr(ies)"
 
@@ -222,13 +226,14 @@ def load_model(model=None) -> ModelArtifact:
 
 
 def record_calibration(artifact: ModelArtifact, beam: dict | None = None, errors: dict | None = None,
-                       flux_scale: dict | None = None) -> ModelArtifact:
+                       flux_scale: dict | None = None, presence: dict | None = None) -> ModelArtifact:
     """Record measured calibrations in the artifact's ``calibration.json`` and reload it.
 
     ``beam`` (see :func:`galaxysr.evaluate.measure_effective_beam`): the stacked output beam
     (a legacy map network's output header and PSF). ``errors`` (see
     :func:`galaxysr.evaluate.calibrate_errors`): the error head's factors. ``flux_scale`` (see
-    :func:`galaxysr.evaluate.measure_flux_scale`): the catalogue's flux scale. None given:
+    :func:`galaxysr.evaluate.measure_flux_scale`): the catalogue's flux scale. ``presence`` (see
+    :func:`galaxysr.cells.presence_calibration`): the catalogue head's p_real. None given:
     all are forgotten, so that a model is re-calibrated from its raw outputs, not on top of an
     earlier calibration.
     """
@@ -237,9 +242,8 @@ def record_calibration(artifact: ModelArtifact, beam: dict | None = None, errors
         if not np.isfinite(fwhm) or fwhm <= 0:
             raise ValueError(f"{artifact.path}: the measured beam FWHM is {fwhm}; not recording it")
     old = artifact.calibration
-    calibration = Calibration() if beam is None and errors is None and flux_scale is None else \
-        Calibration(effective_beam=old.effective_beam if beam is None else beam,
-                    errors=old.errors if errors is None else errors,
-                    flux_scale=old.flux_scale if flux_scale is None else flux_scale)
+    given = {"effective_beam": beam, "errors": errors, "flux_scale": flux_scale, "presence": presence}
+    calibration = Calibration() if all(v is None for v in given.values()) else \
+        Calibration(**{k: getattr(old, k) if v is None else v for k, v in given.items()})
     write_calibration(artifact.path, calibration)
     return load_artifact(artifact.path)

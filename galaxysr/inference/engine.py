@@ -25,6 +25,7 @@ from .. import __version__
 from ..console import quiet_native_output
 from ..instruments import get_band
 from ..maps import FLAG_FILLED, FLAG_LOW_COVERAGE, MJY_PER_BEAM, Map, MapError, Resampler, output_grid
+from ..cells import CELL_CHANNELS, CELL_PIXELS, presence_cards
 from ..model import ModelConfig
 from ..noise import fill_gaps, with_noise
 from .artifact import ModelArtifact, load_artifact, load_model
@@ -213,12 +214,21 @@ def plan(maps: dict[str, Map], artifact: ModelArtifact, overlap: int | None = No
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be between 0 and the tile size {tile}, got {overlap}")
     pad_y, pad_x = max(ny, tile), max(nx, tile)  # maps smaller than a tile are padded, not refused
+    if "cells" in config.output_channels:
+        # Every tile must start on a cell border, so that the tiles' cells are the same cells
+        # and blend like the map: an even padded grid and an even stride.
+        cell = CELL_PIXELS
+        if overlap % cell:
+            raise ValueError(f"overlap must be a multiple of {cell} output pixels for a model with a catalogue "
+                             f"head (its cells are {cell} pixels wide), got {overlap}")
+        pad_y, pad_x = -(-pad_y // cell) * cell, -(-pad_x // cell) * cell
     meta = dict(header_extra or {})
     model_name = artifact.name if len(artifact.name) <= 60 else "..." + artifact.name[-57:]
     meta.update({"GSRVER": (__version__, "galaxysr version"), "GSRMODEL": (model_name, "model: shipped, or its folder"),
                  "GSRHASH": (artifact.sha256, "sha256 of model weights (16 hex)"),
                  "PIXSCALE": (conventions.pixel_arcsec, "[arcsec] pixel scale"),
                  "GSRBANDS": (",".join(config.input_bands), "input SPIRE bands")})
+    meta.update(presence_cards(artifact.calibration.presence))
     meta["BKGMETH"] = (method, "input background removal (filter/median/none)")
     if method != conventions.background:
         meta["BKGMETH"] = (method, f"input background; the model was trained with {conventions.background}")
@@ -254,10 +264,12 @@ class StripRunner:
         """Tiles starting at row ``y0`` and columns ``x0s`` (all within [x_lo, x_hi)).
 
         Returns ``(numerator, weights, flags, sky)`` over rows [y0, y0 + tile) and columns
-        [x_lo, x_hi): the window-weighted sums of the map (and error) predictions, the
-        window weights, the strip's quality bits, and the window-weighted sum of the sky
-        model on its f-times finer grid (weights: each map pixel's, repeated; ``None`` for a
-        legacy map network); ``None`` if the strip has no data."""
+        [x_lo, x_hi): the window-weighted sums of the map (and error) predictions — then, for a
+        catalogue-head network, of its :data:`~galaxysr.cells.CELL_CHANNELS` raw cell outputs
+        (each cell's repeated over its pixels) —, the window weights, the strip's quality bits,
+        and the window-weighted sum of the sky model on its f-times finer grid (weights: each
+        map pixel's, repeated; ``None`` for a legacy map network); ``None`` if the strip has
+        no data."""
         job, config, tile = self.job, self.job.artifact.config, self.job.tile
         calibration = job.artifact.calibration
         scaling = config.scaling
@@ -285,7 +297,8 @@ class StripRunner:
                                     for i in range(0, len(tiles), self.batch_size)]).astype(np.float64)
         channels = config.output_channels
         planes = 1 + ("error" in channels)
-        numerator = np.zeros((planes, *shape))
+        cells = channels.get("cells")
+        numerator = np.zeros((planes + (CELL_CHANNELS if cells else 0), *shape))
         weights = np.zeros(shape)
         f = config.sky_oversample
         sky = np.zeros((tile * f, shape[1] * f)) if "sky" in channels else None
@@ -297,6 +310,8 @@ class StripRunner:
             if planes == 2:
                 error = predicted[k, ..., channels["error"].start]
                 numerator[1, :, c] += w * scaling.error_mjy(predicted[k, ..., 0], error) * calibration.error_factor(flux)
+            if cells:
+                numerator[planes:, :, c] += w * np.moveaxis(predicted[k, ..., cells], -1, 0)
             if sky is not None:
                 fine = unpack_sky(predicted[k, ..., channels["sky"]], f)
                 sky[:, (x0 - x_lo) * f:(x0 - x_lo + tile) * f] += np.kron(w, np.ones((f, f))) * fine
@@ -316,11 +331,13 @@ class StripSums:
     rows, and the blended rows they give: the map (and its error) as sums over weights, the
     flags OR-ed, the sky model (``oversample`` times finer; 0 for a legacy map network) under
     the same weights. :func:`super_resolve_maps` keeps two tiles of rows and drops the rows it
-    has written; :mod:`galaxysr.survey` keeps one block."""
+    has written; :mod:`galaxysr.survey` keeps one block. ``cell_planes``: the catalogue head's raw
+    outputs that follow the map planes (:data:`~galaxysr.cells.CELL_CHANNELS`, or 0)."""
 
-    def __init__(self, rows: int, cols: int, planes: int, oversample: int = 0):
+    def __init__(self, rows: int, cols: int, planes: int, oversample: int = 0, cell_planes: int = 0):
         f = self.oversample = int(oversample)
-        self.numerator = np.zeros((planes, rows, cols))
+        self.planes = planes
+        self.numerator = np.zeros((planes + cell_planes, rows, cols))
         self.weights = np.zeros((rows, cols))
         self.flags = np.zeros((rows, cols), np.uint8)
         self.sky = np.zeros((rows * f, cols * f)) if f else None
@@ -346,8 +363,9 @@ class StripSums:
             self.sky[-n * self.oversample:] = 0.0
 
     def blended(self, rows: slice, cols: slice) -> tuple:
-        """``(image, error or None, flags, sky or None)`` of ``rows`` × ``cols``: float32 in
-        mJy/beam (the sky in mJy per sky pixel), NaN where no tile had data."""
+        """``(image, error or None, flags, sky or None, cells or None)`` of ``rows`` × ``cols``:
+        float32 in mJy/beam (the sky in mJy per sky pixel; the cells' raw outputs per pixel,
+        (rows, cols, planes)), NaN where no tile had data."""
         w = self.weights[rows, cols]
         with np.errstate(invalid="ignore", divide="ignore"):
             values = np.where(w > 0, self.numerator[:, rows, cols] / w, np.nan).astype(np.float32)
@@ -357,7 +375,8 @@ class StripSums:
                 fine_w = np.kron(w, np.ones((f, f)))
                 fine = self.sky[f * rows.start:f * rows.stop, f * cols.start:f * cols.stop]
                 sky = np.where(fine_w > 0, fine / fine_w, np.nan).astype(np.float32)
-        return values[0], values[1] if len(values) > 1 else None, self.flags[rows, cols], sky
+        cells = np.moveaxis(values[self.planes:], 0, -1) if len(values) > self.planes else None
+        return values[0], values[1] if self.planes > 1 else None, self.flags[rows, cols], sky, cells
 
 
 def unpack_sky(packed: np.ndarray, oversample: int) -> np.ndarray:
@@ -410,7 +429,9 @@ def super_resolve_maps(maps: dict[str, Map], artifact: ModelArtifact | None = No
         also give the map's 1σ error (``Map.noise``; an ``ERROR`` extension in the file);
         ``Map.flags`` (a ``FLAGS`` extension) marks filled gaps and low input coverage. A
         sky-model network's sky (``Map.sky_model``, mJy per sky pixel on a grid
-        ``sky_oversample`` times finer; a ``SKYMODEL`` extension) comes with it.
+        ``sky_oversample`` times finer; a ``SKYMODEL`` extension) comes with it, and a
+        catalogue-head network's raw cell outputs (``Map.cells``; a ``CELLS`` extension), which
+        ``extract_sources(…, method="head")`` reads.
     """
     from tqdm import tqdm
 
@@ -422,11 +443,12 @@ def super_resolve_maps(maps: dict[str, Map], artifact: ModelArtifact | None = No
     tile, (pad_y, pad_x), nx = job.tile, job.pad, job.shape[1]
     config = artifact.config
     f = config.sky_oversample if config.has_sky else 0
+    cell_planes = CELL_CHANNELS if "cells" in config.output_channels else 0
     writer = MapWriter(job.template(), job.shape, out_path, overwrite, with_error=config.uncertainty_head,
-                       sky_oversample=f)
+                       sky_oversample=f, cell_pixels=CELL_PIXELS if cell_planes else 0)
     # Sums over output rows [base, base + 2 tiles): a strip starts less than a tile below the
     # previous one, so rows above the current strip are final and are written out.
-    sums = StripSums(2 * tile, pad_x, 2 if config.uncertainty_head else 1, f)
+    sums = StripSums(2 * tile, pad_x, 2 if config.uncertainty_head else 1, f, cell_planes)
     base = 0
     try:
         for y0 in tqdm(job.ys, desc="super-resolving", unit="strip", disable=not progress):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from ..cells import CELL_CHANNELS
 from ..errors import refuse_existing
 from ..maps import Map, extension_header, finer_wcs
 
@@ -21,17 +22,20 @@ class MapWriter:
     """Collects finished output rows — the map, its error (if any), its flags and its sky
     model (if any) — in order, into memory or streamed into a FITS file: the map through a
     StreamingHDU, the rest through temporary memory-mapped files appended as ``ERROR``,
-    ``FLAGS`` and ``SKYMODEL`` extensions at the end. Nothing appears under the final name
-    until :meth:`finish`; :meth:`abort` removes the partial files. Memory does not grow with
-    the map."""
+    ``FLAGS``, ``SKYMODEL`` and ``CELLS`` extensions at the end. Nothing appears under the final
+    name until :meth:`finish`; :meth:`abort` removes the partial files. Memory does not grow
+    with the map. ``cell_pixels`` (a catalogue-head network's cells, in map pixels per side; 0:
+    none): the cells' raw outputs are kept once per cell."""
 
     def __init__(self, template: Map, shape, out_path=None, overwrite: bool = False, with_error: bool = False,
-                 sky_oversample: int = 0):
+                 sky_oversample: int = 0, cell_pixels: int = 0):
         self.shape = shape
         self.template = template
         self.with_error = with_error
         self.sky_oversample = int(sky_oversample)
+        self.cell_pixels = int(cell_pixels)
         sky_shape = (shape[0] * self.sky_oversample, shape[1] * self.sky_oversample)
+        cells_shape = (CELL_CHANNELS, *(-(-n // max(self.cell_pixels, 1)) for n in shape))
         self.out_path = None if out_path is None else Path(out_path)
         self.scratch = []
         if self.out_path is None:
@@ -39,6 +43,7 @@ class MapWriter:
             self.error = np.full(shape, np.nan, np.float32) if with_error else None
             self.flags = np.zeros(shape, np.uint8)
             self.sky = np.full(sky_shape, np.nan, np.float32) if self.sky_oversample else None
+            self.cells = np.full(cells_shape, np.nan, np.float32) if self.cell_pixels else None
             return
         refuse_existing(self.out_path, overwrite)
         header = template.header()
@@ -51,6 +56,7 @@ class MapWriter:
         self.error = np.memmap(self._scratch(".err"), np.float32, "w+", shape=shape) if with_error else None
         self.flags = np.memmap(self._scratch(".flg"), np.uint8, "w+", shape=shape)
         self.sky = np.memmap(self._scratch(".sky"), np.float32, "w+", shape=sky_shape) if self.sky_oversample else None
+        self.cells = np.memmap(self._scratch(".cel"), np.float32, "w+", shape=cells_shape) if self.cell_pixels else None
 
     def _scratch(self, suffix: str) -> Path:
         handle, name = tempfile.mkstemp(prefix=f".{self.out_path.name}.", suffix=suffix, dir=self.out_path.parent)
@@ -59,12 +65,18 @@ class MapWriter:
         return Path(name)
 
     def write_rows(self, y0: int, image: np.ndarray, error: np.ndarray | None, flags: np.ndarray,
-                   sky: np.ndarray | None = None) -> None:
+                   sky: np.ndarray | None = None, cells: np.ndarray | None = None) -> None:
         """Rows ``y0 … y0 + len(image) − 1``, in order (mJy/beam, mJy/beam, uint8; the sky
-        model's f·len(image) rows, mJy per sky pixel)."""
+        model's f·len(image) rows, mJy per sky pixel; the cells' raw outputs per pixel, (rows,
+        columns, planes), of which each cell's first pixel is kept: ``y0`` must then start a cell)."""
         n = min(len(image), self.shape[0] - y0)
         if n <= 0:
             return
+        if self.cells is not None:
+            c = self.cell_pixels
+            if y0 % c:
+                raise ValueError(f"rows of a map with {c}-pixel cells must start on a cell border, got row {y0}")
+            self.cells[:, y0 // c:-(-(y0 + n) // c)] = np.moveaxis(cells[:n:c, ::c], -1, 0)
         if self.with_error:
             self.error[y0:y0 + n] = error[:n]
         self.flags[y0:y0 + n] = flags[:n]
@@ -79,8 +91,10 @@ class MapWriter:
     def finish(self):
         """The Map (in memory) or the written file's path."""
         if self.out_path is None:
+            cells = None if self.cells is None else np.moveaxis(self.cells, 0, -1)
             return replace(self.template, data=self.image, noise=self.error, flags=self.flags, sky_model=self.sky,
-                           sky_oversample=max(self.sky_oversample, 1))
+                           sky_oversample=max(self.sky_oversample, 1), cells=cells,
+                           cell_pixels=self.cell_pixels or self.template.cell_pixels)
         self.stream.close()
         if self.with_error:
             self.error.flush()
@@ -92,7 +106,11 @@ class MapWriter:
             self.sky.flush()
             fits.append(self.tmp, np.asarray(self.sky), extension_header(
                 "SKYMODEL", finer_wcs(self.template.wcs, self.sky_oversample), oversample=self.sky_oversample))
-        self.error = self.flags = self.sky = None  # release the memory maps before deleting their files
+        if self.cells is not None:
+            self.cells.flush()
+            fits.append(self.tmp, np.asarray(self.cells), extension_header("CELLS", self.template.wcs,
+                                                                           oversample=self.cell_pixels))
+        self.error = self.flags = self.sky = self.cells = None  # release the memory maps before deleting their files
         os.replace(self.tmp, self.out_path)
         _apply_umask(self.out_path)
         for path in self.scratch[1:]:
@@ -106,7 +124,7 @@ class MapWriter:
             self.stream.close()
         except Exception:  # the partial files are deleted either way
             pass
-        self.error = self.flags = self.sky = None
+        self.error = self.flags = self.sky = self.cells = None
         for path in self.scratch:
             path.unlink(missing_ok=True)
 

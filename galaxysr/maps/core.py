@@ -16,7 +16,7 @@ from ..instruments import Band
 
 __all__ = ["MJY_PER_BEAM", "MJY_PER_PIXEL", "FLAG_BLENDED", "FLAG_EDGE", "FLAG_FILLED", "FLAG_LOW_COVERAGE", "MapError",
            "Map", "FluxCurve", "FLUX_READINGS", "flux_curve_cards", "flux_curves_from_header", "convert_factor",
-           "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout", "extension_header"]
+           "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout", "extension_header", "cells_cube"]
 
 #: The unit every pipeline stage works in.
 MJY_PER_BEAM = u.mJy / u.beam
@@ -148,6 +148,15 @@ class Map:
     flux_curves : dict
         Reading (:data:`FLUX_READINGS`) → :class:`FluxCurve`: how the PSF catalogue's fluxes
         of a super-resolved map are calibrated (header ``FC*`` cards); empty for other maps.
+    cells : ndarray or None
+        A catalogue-head network's raw outputs per cell of ``cell_pixels`` × ``cell_pixels`` map
+        pixels, shape (⌈ny / cell_pixels⌉, ⌈nx / cell_pixels⌉, :data:`galaxysr.cells.CELL_CHANNELS`)
+        in the order of :data:`galaxysr.cells.CELL_LAYOUT`; cell (i, j) covers map pixels
+        cell_pixels·i … cell_pixels·i + cell_pixels − 1 (rows) and alike (columns). Read into a
+        catalogue by :func:`galaxysr.catalogue.extract_sources` (``method="head"``); written as a
+        ``CELLS`` extension (planes first).
+    cell_pixels : int
+        Map pixels per cell side.
     """
 
     data: np.ndarray
@@ -162,6 +171,8 @@ class Map:
     sky_model: np.ndarray | None = None
     sky_oversample: int = 1
     flux_curves: dict = field(default_factory=dict)
+    cells: np.ndarray | None = None
+    cell_pixels: int = 2
 
     def __post_init__(self):
         if self.data.ndim != 2:
@@ -171,6 +182,12 @@ class Map:
             if self.sky_model.shape != expected:
                 raise MapError(f"{self.source}: sky model shape {self.sky_model.shape} is not {self.sky_oversample}× "
                                f"the image shape {self.data.shape}")
+        if self.cells is not None:
+            expected = tuple(-(-n // self.cell_pixels) for n in self.data.shape)
+            if self.cells.ndim != 3 or self.cells.shape[:2] != expected:
+                raise MapError(f"{self.source}: cells shape {self.cells.shape} is not (cells along y, along x, "
+                               f"planes) = {expected} + (planes,) for {self.cell_pixels}-pixel cells of the image "
+                               f"shape {self.data.shape}")
         for name in ("noise", "flags"):
             extra = getattr(self, name)
             if extra is not None and extra.shape != self.data.shape:
@@ -234,6 +251,9 @@ class Map:
         if self.sky_model is not None:
             hdus.append(fits.ImageHDU(np.asarray(self.sky_model, dtype=np.float32),
                                       header=extension_header("SKYMODEL", self.sky_wcs, oversample=self.sky_oversample)))
+        if self.cells is not None:
+            hdus.append(fits.ImageHDU(cells_cube(self.cells), header=extension_header("CELLS", self.wcs,
+                                                                                      oversample=self.cell_pixels)))
         return fits.HDUList(hdus)
 
     def to_nddata(self):
@@ -276,18 +296,22 @@ def fitted_card(value):
 
 
 def extension_header(name: str, wcs: WCS, unit: str | None = None, oversample: int = 1) -> fits.Header:
-    """Header of a map's ``ERROR``, ``FLAGS`` or ``SKYMODEL`` extension, for every writer (in memory
-    and streamed), so that they cannot disagree.
+    """Header of a map's ``ERROR``, ``FLAGS``, ``SKYMODEL`` or ``CELLS`` extension, for every writer (in
+    memory and streamed), so that they cannot disagree.
 
     Parameters
     ----------
     name : str
         ``"ERROR"`` (1σ of the primary image, in ``unit``: its BUNIT), ``"FLAGS"`` (quality bits,
         :data:`FLAG_FILLED` …) or ``"SKYMODEL"`` (mJy per sky pixel, ``oversample`` sky pixels
-        per map pixel side).
+        per map pixel side) or ``"CELLS"`` (the catalogue head's raw outputs, one plane per entry of
+        :data:`galaxysr.cells.CELL_LAYOUT`, on cells of ``oversample`` map pixels per side).
     wcs : WCS
-        The extension's grid: the map's, or the finer sky grid for ``SKYMODEL``.
+        The extension's grid: the map's (for ``CELLS`` it is made ``oversample`` times coarser), or
+        the finer sky grid for ``SKYMODEL``.
     """
+    if name == "CELLS":
+        return _cells_header(wcs, oversample)
     header = wcs.to_header(relax=True)
     if name == "ERROR":
         header["BUNIT"] = (unit, "1 sigma uncertainty of the primary image")
@@ -298,8 +322,37 @@ def extension_header(name: str, wcs: WCS, unit: str | None = None, oversample: i
         header["SKYOVER"] = (int(oversample), "sky-model pixels per map pixel side")
         header["COMMENT"] = "the sky model the network drew through the beam to make the primary map"
     else:
-        raise ValueError(f"no extension {name!r}; galaxysr maps have ERROR, FLAGS and SKYMODEL")
+        raise ValueError(f"no extension {name!r}; galaxysr maps have ERROR, FLAGS, SKYMODEL and CELLS")
     header["EXTNAME"] = name
+    return header
+
+
+def cells_cube(cells: np.ndarray) -> np.ndarray:
+    """A Map's ``cells`` (cy, cx, planes) as the ``CELLS`` extension's float32 cube (planes, cy, cx)."""
+    return np.ascontiguousarray(np.moveaxis(np.asarray(cells, np.float32), -1, 0))
+
+
+def _cells_header(wcs: WCS, cell_pixels: int) -> fits.Header:
+    """The ``CELLS`` cube's header: the celestial WCS of the cell grid (cells of ``cell_pixels`` map
+    pixels, centred on their pixels' centre) on axes 1–2, the plane names on axis 3."""
+    from ..cells import CELL_LAYOUT
+
+    coarse = wcs.deepcopy()
+    # Cell j's centre is map pixel f·j + (f − 1)/2 (0-based): CRPIX (1-based) maps accordingly.
+    coarse.wcs.crpix = (np.asarray(wcs.wcs.crpix) - 1 - (cell_pixels - 1) / 2) / cell_pixels + 1
+    if coarse.wcs.has_cd():
+        coarse.wcs.cd = np.asarray(wcs.wcs.cd) * cell_pixels
+    else:
+        coarse.wcs.cdelt = np.asarray(wcs.wcs.cdelt) * cell_pixels
+    header = coarse.to_header(relax=True)
+    header["WCSAXES"] = 3
+    header["CTYPE3"] = ("CELLPLANE", "catalogue-head output plane (PLANEn)")
+    header["CRPIX3"], header["CRVAL3"], header["CDELT3"] = 1.0, 1.0, 1.0
+    header["CELLPIX"] = (int(cell_pixels), "map pixels per cell side")
+    for k, plane in enumerate(CELL_LAYOUT, 1):
+        header[f"PLANE{k}"] = plane
+    header["COMMENT"] = "catalogue-head raw outputs per cell; galaxysr.cells.decode_cells reads them"
+    header["EXTNAME"] = "CELLS"
     return header
 
 
@@ -399,7 +452,9 @@ def cutout(m: Map, position: SkyCoord, size: u.Quantity | tuple[int, int]) -> Ma
         out[scaled[0]] = plane[scaled[1]]
         return out
 
+    # The cells are dropped: a cut-out's pixel origin need not fall on a cell border.
     return replace(m, data=cut.data, wcs=cut.wcs, noise=same_cut(m.noise, np.nan),
-                   flags=same_cut(m.flags, FLAG_EDGE), sky_model=same_cut(m.sky_model, np.nan, m.sky_oversample))
+                   flags=same_cut(m.flags, FLAG_EDGE), sky_model=same_cut(m.sky_model, np.nan, m.sky_oversample),
+                   cells=None)
 
 

@@ -172,6 +172,10 @@ def map_from_hdul(hdul: fits.HDUList, band: Band | str | None = None, hdu: int |
         factor = int(hdul["SKYMODEL"].header.get("SKYOVER", sky.shape[0] // m.shape[0]))
         if sky.shape == (factor * m.shape[0], factor * m.shape[1]):
             m.sky_model, m.sky_oversample = sky, factor
+    if "CELLS" in hdul and hdul.index_of("CELLS") != index and hdul["CELLS"].data is not None:
+        cube, cell = hdul["CELLS"].data, int(hdul["CELLS"].header.get("CELLPIX", 2))
+        if cube.ndim == 3 and cube.shape[1:] == tuple(-(-n // cell) for n in m.shape):
+            m.cells, m.cell_pixels = np.moveaxis(np.asarray(cube, np.float32), 0, -1), cell
     m.meta.update({key: (merged[key], merged.comments[key]) for key in merged
                    if key.startswith(PROVENANCE_PREFIXES)})
     return m
