@@ -453,13 +453,16 @@ def head_sources(m: Map, p_min: float = HEAD_P_MIN) -> Table:
     """The catalogue head's detections in ``m`` (a map super-resolved by a catalogue-head
     network: ``m.cells``) with ``p_real`` ≥ ``p_min``, before photometry: ``x``, ``y`` (map
     pixels), ``p_real`` (the model's presence calibration of the head's score, or the raw ``p``
-    when the model has none), and :func:`galaxysr.cells.decode_cells`' columns. Detections off
+    when the model has none), and :func:`galaxysr.cells.decode_cells`' columns (σ's scaled by
+    the same calibration). Detections off
     the map's data are dropped. Most users want ``extract_sources(m, method="head")``."""
     if m.cells is None:
         raise ValueError(f"{m.source}: has no catalogue-head cells (CELLS extension)")
+    presence = presence_from_keywords(m.meta) or {}
     head = decode_cells(m.cells, m.wcs, float(m.pixel_scale.to_value(u.arcsec)), threshold=HEAD_DECODE_P,
-                        cell=m.cell_pixels)
-    presence = presence_from_keywords(m.meta)
+                        cell=m.cell_pixels, position_scale=presence.get("pos_err_scale", 1.0),
+                        flux_sigma_scale=presence.get("flux_sigma_scale"))
+    presence = presence or None
     head["p_real"] = head["p"] if presence is None else calibrated_p(presence, np.asarray(head[presence["score"]]))
     x, y = m.wcs.world_to_pixel_values(np.asarray(head["ra"], float), np.asarray(head["dec"], float))
     head["x"], head["y"] = x, y

@@ -39,7 +39,8 @@ from .instruments import TARGET_BAND
 
 __all__ = ["source_planes", "augment_planes", "cell_targets", "cells_to_sources", "PLANE_OFFSETS",
            "CATALOGUE_BANDS", "CELL_LAYOUT", "CELL_CHANNELS", "CELL_PIXELS", "decode_cells", "isotonic", "PRESENCE_GRID",
-           "presence_calibration", "calibrated_p", "presence_cards", "presence_from_keywords"]
+           "presence_calibration", "calibrated_p", "presence_cards", "presence_from_keywords",
+           "error_scales", "RAYLEIGH_MEDIAN"]
 
 #: Channels of :func:`source_planes` before the fluxes: the blend's offset (dy, dx) in pixels.
 PLANE_OFFSETS = 2
@@ -189,7 +190,8 @@ def _suppress_ties(candidates: tuple, p: np.ndarray) -> tuple:
 
 
 def decode_cells(raw: np.ndarray, wcs, pixel_arcsec: float, threshold: float = 0.5, cell: int = CELL_PIXELS,
-                 bands: tuple[str, ...] = CATALOGUE_BANDS) -> Table:
+                 bands: tuple[str, ...] = CATALOGUE_BANDS, position_scale: float = 1.0,
+                 flux_sigma_scale: tuple[float, ...] | None = None) -> Table:
     """The catalogue head's raw outputs (h, w, :data:`CELL_CHANNELS`) per cell of ``cell`` ×
     ``cell`` pixels of the grid ``wcs`` (pixels of ``pixel_arcsec``) → a catalogue.
 
@@ -197,7 +199,9 @@ def decode_cells(raw: np.ndarray, wcs, pixel_arcsec: float, threshold: float = 0
     detections are merged: a cell is a source when its probability is the largest of its 3 × 3
     neighbourhood (of two that tie, the first), and the source's probability ``p`` is the sum of the neighbourhood's
     (the expected number of sources centred there, at most 1). Kept when ``p`` ≥ ``threshold``;
-    position and fluxes are the peak cell's. ``p`` is the network's, uncalibrated.
+    position and fluxes are the peak cell's. ``p`` is the network's, uncalibrated; the σ's are the
+    network's times ``position_scale`` and ``flux_sigma_scale`` (one per band: a calibration's,
+    :func:`presence_calibration`).
 
     Returns
     -------
@@ -217,7 +221,8 @@ def decode_cells(raw: np.ndarray, wcs, pixel_arcsec: float, threshold: float = 0
     y = iy * cell + centre + raw[iy, ix, 1] * cell
     x = ix * cell + centre + raw[iy, ix, 2] * cell
     sky = wcs.pixel_to_world(x, y)
-    sigma = np.exp(np.clip(raw[iy, ix, 3:5].astype(np.float64), -6, 2)) * cell * pixel_arcsec
+    sigma = np.exp(np.clip(raw[iy, ix, 3:5].astype(np.float64), -6, 2)) * cell * pixel_arcsec * position_scale
+    flux_sigma_scale = (1.0,) * n if flux_sigma_scale is None else tuple(flux_sigma_scale)
     table = Table({"ra": sky.ra.deg * u.deg, "dec": sky.dec.deg * u.deg,
                    "pos_err": np.sqrt(0.5 * (sigma**2).sum(-1)) * u.arcsec, "p": p_sum[iy, ix],
                    "p_peak": p_cell[iy, ix]})
@@ -227,7 +232,7 @@ def decode_cells(raw: np.ndarray, wcs, pixel_arcsec: float, threshold: float = 0
     table["p_peak"].description = "the peak cell's own probability (catalogue head, uncalibrated)"
     for b, band in enumerate(bands):
         mean = raw[iy, ix, 5 + b].astype(np.float64)
-        dex = np.exp(np.clip(raw[iy, ix, 5 + n + b].astype(np.float64), -6, 2))
+        dex = np.exp(np.clip(raw[iy, ix, 5 + n + b].astype(np.float64), -6, 2)) * flux_sigma_scale[b]
         lo, hi = 10 ** (mean - dex), 10 ** (mean + dex)
         for suffix, values, what in (("", 10**mean, "posterior median flux"), ("_lo", lo, "16th percentile of the flux"),
                                      ("_hi", hi, "84th percentile of the flux"),
@@ -263,7 +268,8 @@ def isotonic(score: np.ndarray, outcome: np.ndarray) -> tuple[np.ndarray, np.nda
 PRESENCE_GRID = tuple(round(0.05 * k, 2) for k in range(1, 21))
 
 
-def presence_calibration(score: np.ndarray, real: np.ndarray, name: str = "p_peak") -> dict:
+def presence_calibration(score: np.ndarray, real: np.ndarray, name: str = "p_peak",
+                         pos_err_scale: float = 1.0, flux_sigma_scale: tuple[float, ...] | None = None) -> dict:
     """A record of how often a detection of head score ``score`` (``p`` or ``p_peak`` of
     :func:`decode_cells`) is real (``real``: matched to a true source), fitted after training on
     fields of the training distribution: :func:`isotonic` read at :data:`PRESENCE_GRID`.
@@ -273,7 +279,9 @@ def presence_calibration(score: np.ndarray, real: np.ndarray, name: str = "p_pea
     dict
         ``score`` (which column it calibrates), ``nodes`` and ``p_real`` (the calibrated
         probability at each node; :func:`calibrated_p` interpolates), ``n`` (detections used),
-        ``n_real``.
+        ``n_real``; and the factors the head's σ's are scaled by — ``pos_err_scale`` (positions)
+        and ``flux_sigma_scale`` (log-fluxes, one per :data:`CATALOGUE_BANDS`) — measured with it
+        (:func:`error_scales`).
     """
     score, real = np.asarray(score, float), np.asarray(real, bool)
     if len(score) < 20 or real.all() or not real.any():
@@ -281,8 +289,30 @@ def presence_calibration(score: np.ndarray, real: np.ndarray, name: str = "p_pea
                          f"{len(score)} ({int(real.sum())} real)")
     nodes, values = isotonic(score, real)
     grid = np.asarray(PRESENCE_GRID)
+    flux_sigma_scale = (1.0,) * len(CATALOGUE_BANDS) if flux_sigma_scale is None else flux_sigma_scale
     return {"score": name, "nodes": grid.tolist(), "p_real": np.round(np.interp(grid, nodes, values), 4).tolist(),
-            "n": int(len(score)), "n_real": int(real.sum())}
+            "n": int(len(score)), "n_real": int(real.sum()), "pos_err_scale": round(float(pos_err_scale), 4),
+            "flux_sigma_scale": [round(float(k), 4) for k in flux_sigma_scale]}
+
+
+#: The median of |offset| / σ for a circular 2-D Gaussian of σ per axis: √(2 ln 2).
+RAYLEIGH_MEDIAN = float(np.sqrt(2 * np.log(2)))
+
+
+def error_scales(offset_arcsec: np.ndarray, pos_err_arcsec: np.ndarray, log_true: np.ndarray, log_mean: np.ndarray,
+                 log_sigma: np.ndarray) -> tuple[float, tuple[float, ...]]:
+    """Factors that make the head's σ's honest on matched detections: ``pos_err_scale`` so the
+    median of offset / σ_pos is that of a 2-D Gaussian (:data:`RAYLEIGH_MEDIAN`), and per band
+    (columns of ``log_true`` / ``log_mean`` / ``log_sigma``: log10 fluxes and σ in dex; NaN where a
+    band is unknown) the robust std (1.4826 MAD) of (log_true − log_mean) / log_sigma."""
+    ratio = np.asarray(offset_arcsec, float) / np.asarray(pos_err_arcsec, float)
+    pos = float(np.nanmedian(ratio) / RAYLEIGH_MEDIAN)
+    z = (np.asarray(log_true, float) - np.asarray(log_mean, float)) / np.asarray(log_sigma, float)
+    scales = []
+    for column in np.atleast_2d(z.T):
+        column = column[np.isfinite(column)]
+        scales.append(float(1.4826 * np.median(np.abs(column - np.median(column)))) if len(column) >= 10 else 1.0)
+    return pos, tuple(scales)
 
 
 def calibrated_p(record: dict, score: np.ndarray) -> np.ndarray:
@@ -302,6 +332,9 @@ def presence_cards(record: dict | None) -> dict:
     for i, (node, p) in enumerate(zip(record["nodes"], record["p_real"]), 1):
         cards[f"GSRPS{i}"] = (float(node), "head score at the node")
         cards[f"GSRPR{i}"] = (float(p), "P(real) at the node")
+    cards["GSRPPOS"] = (float(record.get("pos_err_scale", 1.0)), "head positional sigma scaled by")
+    for band, k in zip(CATALOGUE_BANDS, record.get("flux_sigma_scale", ())):
+        cards[f"GSRPF{band[-3:]}"] = (float(k), f"head {band} log-flux sigma scaled by")
     return cards
 
 
@@ -316,4 +349,6 @@ def presence_from_keywords(keywords: dict) -> dict | None:
     if not isinstance(n, int) or n < 1:
         return None
     return {"score": str(value("GSRPSCOR")), "nodes": [float(value(f"GSRPS{i}")) for i in range(1, n + 1)],
-            "p_real": [float(value(f"GSRPR{i}")) for i in range(1, n + 1)]}
+            "p_real": [float(value(f"GSRPR{i}")) for i in range(1, n + 1)],
+            "pos_err_scale": float(value("GSRPPOS") or 1.0),
+            "flux_sigma_scale": [float(value(f"GSRPF{b[-3:]}") or 1.0) for b in CATALOGUE_BANDS]}

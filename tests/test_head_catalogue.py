@@ -163,24 +163,39 @@ def test_the_engine_carries_every_tiles_cells_onto_one_grid(head_artifact, tmp_p
 
 def test_the_presence_calibration_learns_how_often_a_score_is_real_on_fields_with_truth():
     """measure_presence on maps whose head states every true source surely and adds unsure false
-    ones: p_real is ≈ 1 at the sure score and ≈ 0 at the unsure one."""
+    ones: p_real is ≈ 1 at the sure score and ≈ 0 at the unsure one. The head's positions and
+    log-fluxes scatter 3× more than its σ's say: the calibration's σ scales read ≈ 3."""
     from galaxysr.evaluate import EvalConfig, measure_presence
 
     maps = []
-    for seed in (21, 22, 23):
+    for seed in range(21, 31):
         m, truth = _head_map(seed)
         cells = m.cells.copy()
+        held = cells[..., 0] > 0
+        jitter = np.random.default_rng(seed + 100)
+        cells[..., 3:5], cells[..., 9:13] = np.log(0.1), np.log(0.02)  # stated: 0.1 cells, 0.02 dex
+        cells[held, 1:3] += jitter.normal(0, 0.3, (held.sum(), 2))      # true scatter: 0.3 cells
+        cells[held, 5:9] += jitter.normal(0, 0.06, (held.sum(), 4))     # and 0.06 dex
         empty = np.argwhere(cells[..., 0] < 0)
         rng = np.random.default_rng(seed)
-        for i, j in empty[rng.choice(len(empty), 40, replace=False)]:
+        for i, j in empty[rng.choice(len(empty), 12, replace=False)]:
             if (cells[max(i - 3, 0):i + 4, max(j - 3, 0):j + 4, 0] > 0).any():
                 continue  # not beside a true source
             cells[i, j, 0], cells[i, j, 5:9] = 0.0, 0.5  # p = 0.5, 3 mJy: a false detection
         maps.append((replace(m, cells=cells), truth))
     record = measure_presence(maps, EvalConfig(edge_arcsec=0.0))
-    assert record["score"] == "p_peak" and record["n"] > record["n_real"] >= 30
+    assert record["score"] == "p_peak" and record["n"] > record["n_real"] >= 100
     p_real = dict(zip(record["nodes"], record["p_real"]))
     assert p_real[1.0] > 0.95 and p_real[0.5] < 0.1
+    assert record["pos_err_scale"] == pytest.approx(3.0, rel=0.25)
+    assert record["flux_sigma_scale"] == pytest.approx([3.0] * 4, rel=0.25)  # 120 pairs: ±0.45 (1σ)
+    # The map of a model so calibrated quotes σ's three times wider.
+    m, _ = _head_map(21)
+    m.cells[..., 3:5], m.cells[..., 9:13] = np.log(0.1), np.log(0.02)
+    plain = extract_sources(m, method="head")
+    scaled = extract_sources(replace(m, meta=presence_cards(record)), method="head")
+    np.testing.assert_allclose(scaled["pos_err"], plain["pos_err"] * record["pos_err_scale"], rtol=1e-6)
+    assert np.all(scaled["flux_spire_250_err"] > 2 * plain["flux_spire_250_err"])
 
 
 def test_predict_writes_the_head_catalogue_and_the_cells_and_the_survey_says_it_cannot(head_artifact, field_files,

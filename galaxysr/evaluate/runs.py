@@ -334,24 +334,46 @@ def measure_presence(maps: list, config: EvalConfig = EvalConfig()) -> dict:
     """A catalogue-head network's presence calibration (:func:`galaxysr.cells.presence_calibration`
     of the head's peak-cell score ``p_peak``) on :func:`calibration_maps` (fields of the training
     distribution, never the held-out sky): a detection is real when it is matched one to one,
-    within ``config.radius``, to a true source of S450 ≥ ``config.truth_min_mjy``."""
+    within ``config.radius``, to a true source of S450 ≥ ``config.truth_min_mjy``; on those matches
+    the head's positional and log-flux σ's are scaled to honesty (:func:`galaxysr.cells.error_scales`)."""
     from ..catalogue import head_sources
-    from ..cells import presence_calibration
+    from ..cells import error_scales, presence_calibration
     from .metrics import match
 
-    scores, reals = [], []
+    scores, reals, pairs = [], [], []
     for network, truth in maps:
         head = head_sources(network, p_min=0.0)
         head = head[inner_region(head, network, config.edge_arcsec)]
         truth = truth[column_mjy(truth, f"flux_{TARGET_BAND}") >= config.truth_min_mjy]
-        found, _ = match(SkyCoord(head["ra"], head["dec"], unit="deg"), np.asarray(head[f"flux_{TARGET_BAND}"]),
-                         SkyCoord(truth["ra"], truth["dec"], unit="deg"), column_mjy(truth, f"flux_{TARGET_BAND}"),
-                         config.radius)
+        found, of = match(SkyCoord(head["ra"], head["dec"], unit="deg"), np.asarray(head[f"flux_{TARGET_BAND}"]),
+                          SkyCoord(truth["ra"], truth["dec"], unit="deg"), column_mjy(truth, f"flux_{TARGET_BAND}"),
+                          config.radius)
         real = np.zeros(len(head), bool)
         real[found] = True
         scores.append(np.asarray(head["p_peak"], float))
         reals.append(real)
-    return presence_calibration(np.concatenate(scores), np.concatenate(reals), "p_peak")
+        pairs.append(_head_pairs(head[found], truth[of]))
+    pairs = {k: np.concatenate([p[k] for p in pairs]) for k in pairs[0]}
+    scales = error_scales(pairs["offset"], pairs["pos_err"], pairs["log_true"], pairs["log_mean"], pairs["log_sigma"])
+    return presence_calibration(np.concatenate(scores), np.concatenate(reals), "p_peak", *scales)
+
+
+def _head_pairs(head: Table, truth: Table) -> dict:
+    """Matched head detections and true sources, row for row: offsets (arcsec), positional σ
+    (arcsec), and per catalogue band log10 true flux, the head's log10 median and its σ (dex)."""
+    from ..cells import CATALOGUE_BANDS
+
+    offset = SkyCoord(head["ra"], head["dec"], unit="deg").separation(
+        SkyCoord(truth["ra"], truth["dec"], unit="deg")).arcsec
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_true = np.column_stack([np.log10(column_mjy(truth, f"flux_{b}")) if f"flux_{b}" in truth.colnames
+                                    else np.full(len(truth), np.nan) for b in CATALOGUE_BANDS])
+        median = np.column_stack([np.asarray(head[f"flux_{b}"], float) for b in CATALOGUE_BANDS])
+        lo, hi = (np.column_stack([np.asarray(head[f"flux_{b}_{s}"], float) for b in CATALOGUE_BANDS])
+                  for s in ("lo", "hi"))
+    log_true[~np.isfinite(log_true)] = np.nan
+    return {"offset": offset, "pos_err": np.asarray(head["pos_err"], float), "log_true": log_true,
+            "log_mean": np.log10(median), "log_sigma": 0.5 * np.log10(hi / lo)}
 
 
 def calibrate_artifact(artifact, data, progress: bool = False):
