@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import sys
 import warnings
+from dataclasses import replace
 
 import numpy as np
 from astropy import units as u
@@ -33,7 +34,7 @@ from .errors import refuse_existing
 from .instruments import FWHM_PER_SIGMA, TARGET_BAND
 from .maps import FLAG_BLENDED, FLAG_EDGE, MJY_PER_BEAM, Map
 
-__all__ = ["extract_sources", "head_sources", "HEAD_COLUMNS", "HEAD_P_MIN", "forced_photometry", "sky_components", "DEFAULT_METHOD", "deboost", "map_rms", "write_catalogue", "write_priors", "COLUMNS", "DEFAULT_FLOOR_MJY",
+__all__ = ["extract_sources", "head_sources", "draw_catalogue", "measured_plane", "HEAD_COLUMNS", "HEAD_P_MIN", "forced_photometry", "sky_components", "DEFAULT_METHOD", "deboost", "map_rms", "write_catalogue", "write_priors", "COLUMNS", "DEFAULT_FLOOR_MJY",
            "MAX_GROUP"]
 
 #: Largest group of overlapping sources fitted jointly (see _psf_photometry).
@@ -257,7 +258,7 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOO
     if method == "head" and m.cells is None:
         raise ValueError(f"{m.source}: has no catalogue-head cells (CELLS extension) to read sources from; use "
                          "method='psf', or a map super-resolved by a model trained with --catalogue-head")
-    m = m.to(MJY_PER_BEAM)
+    m = measured_plane(m).to(MJY_PER_BEAM)
     data = m.data.astype(np.float64)
     valid = np.isfinite(data)
     pixel = m.pixel_scale
@@ -447,6 +448,29 @@ def _flags(m: Map, valid: np.ndarray, ix: np.ndarray, iy: np.ndarray, group: np.
     if m.flags is not None:
         flags |= m.flags[iy, ix]
     return flags
+
+
+def measured_plane(m: Map) -> Map:
+    """The plane catalogues are measured on: a catalogue-head network's per-pixel map (``m.mean``,
+    on which its flux curves, errors and forced photometry were calibrated) when ``m``'s image is
+    that catalogue drawn through the beam, else ``m`` itself."""
+    return m if m.mean is None else replace(m, data=m.mean, mean=None, mean_fwhm=None)
+
+
+def draw_catalogue(table: Table, m: Map, weight: str | None = "p_real") -> np.ndarray:
+    """``table``'s sources drawn through ``m``'s beam on its grid (mJy/beam): each a Gaussian of
+    the band's FWHM at its (``x``, ``y``) with peak ``flux`` × ``weight`` (its probability of
+    being real, so a source the network is sure of is exactly the beam with peak = flux and an
+    uncertain one is drawn faintly; negative fluxes are drawn as 0). NaN where ``m`` has no data."""
+    from .simulate import render_sources
+
+    flux = np.clip(np.nan_to_num(u.Quantity(table["flux"], u.mJy).value), 0.0, None)
+    if weight is not None:
+        flux = flux * np.asarray(table[weight], float)
+    sigma = float((m.band.fwhm / m.pixel_scale).decompose()) / FWHM_PER_SIGMA
+    drawn = render_sources(np.asarray(table["x"], float), np.asarray(table["y"], float), flux, m.shape, sigma) \
+        if len(table) else np.zeros(m.shape)
+    return np.where(np.isfinite(m.data), drawn, np.nan).astype(np.float32)
 
 
 def head_sources(m: Map, p_min: float = HEAD_P_MIN) -> Table:

@@ -148,17 +148,17 @@ def test_the_engine_carries_every_tiles_cells_onto_one_grid(head_artifact, tmp_p
     artifact.__dict__["predict_fn"] = network
     field = simulate_field(SimulationConfig(area_deg2=0.0041, seed=12), bands=SPIRE_BANDS)
     maps = {b: field[b] for b in SPIRE_BANDS}
-    result = super_resolve_maps(maps, artifact, progress=False)
+    result = super_resolve_maps(maps, artifact, progress=False, draw=False)
     # An odd side: the last tile flush with the map's end would start off a cell border.
     assert result.shape[0] % 2 and result.shape[0] > config.tile and result.cells.shape == (*(-(-n // 2) for n in result.shape),
                                                                        CELL_CHANNELS)
     expected = config.scaling.forward(result.data[::2, ::2])
     ok = np.isfinite(expected)
     np.testing.assert_allclose(result.cells[..., 0][ok], expected[ok], rtol=1e-4, atol=1e-5)
-    streamed = super_resolve_maps(maps, artifact, progress=False, out_path=tmp_path / "s.fits")
+    streamed = super_resolve_maps(maps, artifact, progress=False, out_path=tmp_path / "s.fits", draw=False)
     np.testing.assert_array_equal(read_map(streamed).cells, result.cells)
     with pytest.raises(ValueError, match="multiple of 2"):
-        super_resolve_maps(maps, artifact, progress=False, overlap=17)
+        super_resolve_maps(maps, artifact, progress=False, overlap=17, draw=False)
 
 
 def test_the_presence_calibration_learns_how_often_a_score_is_real_on_fields_with_truth():
@@ -228,3 +228,42 @@ def test_predict_writes_the_head_catalogue_and_the_cells_and_the_survey_says_it_
     with pytest.raises(ValueError, match="catalogue-method psf or sky"):
         survey_field(None, str(folder / "cosmos_250.fits"), str(tmp_path / "survey"), model=head_artifact.path,
                      catalogue=True, method="head")
+
+
+def test_a_sure_cell_is_drawn_as_the_beam_with_peak_equal_to_its_flux_and_the_mean_map_is_kept(tmp_path):
+    from astropy.modeling import fitting, models
+
+    from galaxysr.cells import source_planes
+    from galaxysr.inference import draw_head_map
+    from test_cells import _truth
+
+    planes, _, wcs = _planes(3)
+    truth = _truth(wcs, [(30.3, 33.7)], [20.0])
+    planes = source_planes(truth, wcs, planes.shape[:2], ("spire_250", "spire_350", "scuba2_450", "spire_500"))
+    cells = _perfect_cells(planes, confidence=30.0)  # p = 1
+    shape = planes.shape[:2]
+    sigma_wide = 10.0 / 2.3548 / PIXEL  # the per-pixel map draws it 10″ wide, peak 0.62 of the flux
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    wide = 20.0 * 0.624 * np.exp(-0.5 * ((xx - 33.7) ** 2 + (yy - 30.3) ** 2) / sigma_wide**2)
+    m = Map(wide.astype(np.float32), wcs, get_band("scuba2_450"), MJY_PER_BEAM, noise=np.full(shape, NOISE, np.float32),
+            cells=cells, cell_pixels=2)
+    drawn = draw_head_map(m, 10.0 * u.arcsec)
+    fit = fitting.LevMarLSQFitter()(models.Gaussian2D(20, 33.7, 30.3, 2, 2), xx, yy, drawn.data)
+    fwhm = 2.3548 * np.sqrt(fit.x_stddev.value * fit.y_stddev.value) * PIXEL
+    assert fwhm == pytest.approx(7.9, abs=0.05) and abs(fit.x_mean.value - 33.7) < 0.02
+    # Its peak is the flux fitted on the per-pixel map at the head's place (a 10″ source fitted with
+    # the 7.9″ beam reads its peak-weighted flux: what the model's flux curve corrects), times p_real = 1.
+    from galaxysr.catalogue import forced_photometry
+
+    forced, _ = forced_photometry(m, np.array([33.7]), np.array([30.3]))
+    assert fit.amplitude.value == pytest.approx(forced[0], rel=0.01)
+    np.testing.assert_array_equal(drawn.mean, m.data)
+    write_map(drawn, tmp_path / "d.fits")
+    back = read_map(tmp_path / "d.fits")
+    np.testing.assert_array_equal(back.mean, m.data)
+    assert back.mean_fwhm.to_value(u.arcsec) == pytest.approx(10.0)
+    assert fits.getheader(tmp_path / "d.fits")["GSRDRAWN"] == 1
+    # Catalogues are measured on the per-pixel map, drawn or not.
+    a, b = extract_sources(back, method="head"), extract_sources(m, method="head")
+    np.testing.assert_allclose(a["flux"], b["flux"], rtol=1e-5)
+    np.testing.assert_allclose(extract_sources(back)["flux"], extract_sources(m)["flux"], rtol=1e-5)

@@ -218,14 +218,15 @@ def repeat_statistics(pairs: Table, bins=ERROR_BINS_MJY) -> dict:
 
 
 def calibration_maps(artifact, folders, progress: bool = False) -> list:
-    """(network Map, truth inside the usable area) for each simulated field folder."""
+    """(network Map, truth inside the usable area) for each simulated field folder: the per-pixel
+    map (a catalogue-head network's not drawn: calibration measures what its catalogues measure on)."""
     from ..inference import super_resolve_maps
 
     out = []
     for folder in folders:
         field = read_field(folder)
         network = super_resolve_maps({b: field[b] for b in artifact.config.input_bands}, artifact,
-                                     progress=progress)
+                                     progress=progress, draw=False)
         out.append((network, field.truth[inner_region(field.truth, network, EvalConfig().edge_arcsec)]))
     return out
 

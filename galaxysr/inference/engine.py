@@ -24,7 +24,8 @@ from astropy import units as u
 from .. import __version__
 from ..console import quiet_native_output
 from ..instruments import get_band
-from ..maps import FLAG_FILLED, FLAG_LOW_COVERAGE, MJY_PER_BEAM, Map, MapError, Resampler, output_grid
+from ..errors import refuse_existing
+from ..maps import FLAG_FILLED, FLAG_LOW_COVERAGE, MJY_PER_BEAM, Map, MapError, Resampler, output_grid, write_map
 from ..cells import CELL_CHANNELS, CELL_PIXELS, presence_cards
 from ..model import ModelConfig
 from ..noise import fill_gaps, with_noise
@@ -33,7 +34,7 @@ from .provenance import file_sha256
 from .writer import MapWriter
 
 __all__ = ["MissingBandError", "super_resolve", "input_maps", "blend_window", "tile_starts", "check_inputs", "Plan",
-           "plan", "StripRunner", "StripSums", "unpack_sky", "super_resolve_maps"]
+           "plan", "StripRunner", "StripSums", "unpack_sky", "super_resolve_maps", "draw_head_map"]
 
 #: What prediction did to its inputs, one line per band (the command line shows it).
 LOG = logging.getLogger("galaxysr")
@@ -397,7 +398,8 @@ def _region_wcs(wcs, y0: int, x0: int, shape: tuple[int, int]):
 def super_resolve_maps(maps: dict[str, Map], artifact: ModelArtifact | None = None, overlap: int | None = None,
                        batch_size: int = 16, progress: bool = True, out_path: str | os.PathLike | None = None,
                        overwrite: bool = False, header_extra: dict | None = None,
-                       noise: dict | None = None, background: str | None = None) -> Map | Path:
+                       noise: dict | None = None, background: str | None = None,
+                       draw: bool | None = None) -> Map | Path:
     """Super-resolve SPIRE ``maps`` (band name → Map) to the model's target band (the
     engine behind :func:`super_resolve` and ``predict.py``).
 
@@ -432,20 +434,31 @@ def super_resolve_maps(maps: dict[str, Map], artifact: ModelArtifact | None = No
         ``sky_oversample`` times finer; a ``SKYMODEL`` extension) comes with it, and a
         catalogue-head network's raw cell outputs (``Map.cells``; a ``CELLS`` extension), which
         ``extract_sources(…, method="head")`` reads.
+    draw : bool, optional
+        Catalogue-head networks (default: yes): the image is the head's catalogue drawn through
+        the beam (:func:`draw_head_map`), the per-pixel map moves to ``Map.mean`` (a ``MEAN``
+        extension). Such a map is made in memory before it is written.
     """
     from tqdm import tqdm
 
     artifact = artifact or load_artifact()
+    config = artifact.config
+    cell_planes = CELL_CHANNELS if "cells" in config.output_channels else 0
+    draw = bool(cell_planes) if draw is None else draw
+    if draw and not cell_planes:
+        raise ValueError(f"{artifact.name}: has no catalogue head to draw a map from (draw=True needs a model "
+                         "trained with --catalogue-head)")
+    if draw and out_path is not None:
+        refuse_existing(Path(out_path), overwrite)  # before the work, as the streamed writer does
     job = plan(maps, artifact, overlap, noise, header_extra, background)
     for note in job.notes:
         LOG.info(note)
     runner = StripRunner(job, batch_size)
     tile, (pad_y, pad_x), nx = job.tile, job.pad, job.shape[1]
-    config = artifact.config
     f = config.sky_oversample if config.has_sky else 0
-    cell_planes = CELL_CHANNELS if "cells" in config.output_channels else 0
-    writer = MapWriter(job.template(), job.shape, out_path, overwrite, with_error=config.uncertainty_head,
-                       sky_oversample=f, cell_pixels=CELL_PIXELS if cell_planes else 0)
+    writer = MapWriter(job.template(), job.shape, None if draw else out_path, overwrite,
+                       with_error=config.uncertainty_head, sky_oversample=f,
+                       cell_pixels=CELL_PIXELS if cell_planes else 0)
     # Sums over output rows [base, base + 2 tiles): a strip starts less than a tile below the
     # previous one, so rows above the current strip are final and are written out.
     sums = StripSums(2 * tile, pad_x, 2 if config.uncertainty_head else 1, f, cell_planes)
@@ -465,6 +478,26 @@ def super_resolve_maps(maps: dict[str, Map], artifact: ModelArtifact | None = No
         writer.abort()
         raise
     runner.warn_if_saturated()
+    if draw:
+        measured = artifact.calibration.fwhm_arcsec
+        result = draw_head_map(result, None if measured is None else measured * u.arcsec)
+        if out_path is not None:
+            result = write_map(result, out_path, overwrite=overwrite)
     return result
+
+
+def draw_head_map(m: Map, mean_fwhm: u.Quantity | None = None) -> Map:
+    """A catalogue-head network's map as users see it: every source the head decodes (p ≥ 0.05,
+    whatever its flux) drawn through the beam with peak = its forced flux × p_real
+    (:func:`galaxysr.catalogue.draw_catalogue`), so a source the network is sure of is exactly the
+    beam and nothing is drawn that is in neither the catalogue nor the data. ``m``'s per-pixel map
+    becomes ``mean`` (``mean_fwhm``: its measured beam, the model's calibration); the rest (the
+    per-pixel map's error, flags, sky model, cells) stays."""
+    from ..catalogue import draw_catalogue, extract_sources
+
+    table = extract_sources(m, method="head", p_min=0.0, min_flux_mjy=-np.inf, command="")
+    meta = dict(m.meta)
+    meta["GSRDRAWN"] = (len(table), "sources drawn: the head's catalogue, p_real x flux")
+    return replace(m, data=draw_catalogue(table, m), mean=m.data, meta=meta, mean_fwhm=mean_fwhm)
 
 

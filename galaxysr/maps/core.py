@@ -157,6 +157,13 @@ class Map:
         ``CELLS`` extension (planes first).
     cell_pixels : int
         Map pixels per cell side.
+    mean : ndarray or None
+        A catalogue-head network's per-pixel estimate of the sky at the band's resolution (same
+        grid and unit as ``data``), when ``data`` is its catalogue drawn through the beam: unbiased
+        pixel by pixel (for stacking), its sources wider than the beam (``mean_fwhm``); the plane
+        the catalogues are measured on. Written as a ``MEAN`` extension.
+    mean_fwhm : Quantity or None
+        The measured stacked beam of ``mean`` (the model's calibration), if known.
     """
 
     data: np.ndarray
@@ -173,6 +180,8 @@ class Map:
     flux_curves: dict = field(default_factory=dict)
     cells: np.ndarray | None = None
     cell_pixels: int = 2
+    mean: np.ndarray | None = None
+    mean_fwhm: u.Quantity | None = None
 
     def __post_init__(self):
         if self.data.ndim != 2:
@@ -188,7 +197,7 @@ class Map:
                 raise MapError(f"{self.source}: cells shape {self.cells.shape} is not (cells along y, along x, "
                                f"planes) = {expected} + (planes,) for {self.cell_pixels}-pixel cells of the image "
                                f"shape {self.data.shape}")
-        for name in ("noise", "flags"):
+        for name in ("noise", "flags", "mean"):
             extra = getattr(self, name)
             if extra is not None and extra.shape != self.data.shape:
                 raise MapError(f"{self.source}: {name} map shape {extra.shape} differs from "
@@ -226,7 +235,8 @@ class Map:
         unit = u.Unit(unit)
         factor = convert_factor(self.unit, unit, self.band)
         noise = None if self.noise is None else self.noise * factor
-        return replace(self, data=self.data * factor, noise=noise, unit=unit)
+        mean = None if self.mean is None else self.mean * factor
+        return replace(self, data=self.data * factor, noise=noise, unit=unit, mean=mean)
 
     @property
     def error(self) -> np.ndarray | None:
@@ -251,6 +261,9 @@ class Map:
         if self.sky_model is not None:
             hdus.append(fits.ImageHDU(np.asarray(self.sky_model, dtype=np.float32),
                                       header=extension_header("SKYMODEL", self.sky_wcs, oversample=self.sky_oversample)))
+        if self.mean is not None:
+            hdus.append(fits.ImageHDU(np.asarray(self.mean, dtype=np.float32), header=extension_header(
+                "MEAN", self.wcs, hdus[0].header["BUNIT"], fwhm=self.mean_fwhm)))
         if self.cells is not None:
             hdus.append(fits.ImageHDU(cells_cube(self.cells), header=extension_header("CELLS", self.wcs,
                                                                                       oversample=self.cell_pixels)))
@@ -295,7 +308,8 @@ def fitted_card(value):
     return (value, comment[:room]) if room > 0 else value
 
 
-def extension_header(name: str, wcs: WCS, unit: str | None = None, oversample: int = 1) -> fits.Header:
+def extension_header(name: str, wcs: WCS, unit: str | None = None, oversample: int = 1,
+                     fwhm: u.Quantity | None = None) -> fits.Header:
     """Header of a map's ``ERROR``, ``FLAGS``, ``SKYMODEL`` or ``CELLS`` extension, for every writer (in
     memory and streamed), so that they cannot disagree.
 
@@ -304,7 +318,8 @@ def extension_header(name: str, wcs: WCS, unit: str | None = None, oversample: i
     name : str
         ``"ERROR"`` (1σ of the primary image, in ``unit``: its BUNIT), ``"FLAGS"`` (quality bits,
         :data:`FLAG_FILLED` …) or ``"SKYMODEL"`` (mJy per sky pixel, ``oversample`` sky pixels
-        per map pixel side) or ``"CELLS"`` (the catalogue head's raw outputs, one plane per entry of
+        per map pixel side), ``"MEAN"`` (a catalogue-head network's per-pixel map, in ``unit``, its
+        measured beam ``fwhm`` as BMAJ/BMIN) or ``"CELLS"`` (the catalogue head's raw outputs, one plane per entry of
         :data:`galaxysr.cells.CELL_LAYOUT`, on cells of ``oversample`` map pixels per side).
     wcs : WCS
         The extension's grid: the map's (for ``CELLS`` it is made ``oversample`` times coarser), or
@@ -315,6 +330,13 @@ def extension_header(name: str, wcs: WCS, unit: str | None = None, oversample: i
     header = wcs.to_header(relax=True)
     if name == "ERROR":
         header["BUNIT"] = (unit, "1 sigma uncertainty of the primary image")
+    elif name == "MEAN":
+        header["BUNIT"] = (unit, "per-pixel estimate of the sky at this band")
+        if fwhm is not None:
+            header["BMAJ"] = (fwhm.to_value(u.deg), "[deg] measured stacked beam of this plane")
+            header["BMIN"] = (fwhm.to_value(u.deg), "[deg] measured stacked beam of this plane")
+        header["COMMENT"] = "the network's per-pixel map: unbiased per pixel (stacking), sources wider than the"
+        header["COMMENT"] = "beam; the primary image is its catalogue drawn through the beam (docs/inference.md)"
     elif name == "FLAGS":
         header["COMMENT"] = "quality bits per pixel; see galaxysr.maps FLAG_* and docs/inference.md"
     elif name == "SKYMODEL":
@@ -322,7 +344,7 @@ def extension_header(name: str, wcs: WCS, unit: str | None = None, oversample: i
         header["SKYOVER"] = (int(oversample), "sky-model pixels per map pixel side")
         header["COMMENT"] = "the sky model the network drew through the beam to make the primary map"
     else:
-        raise ValueError(f"no extension {name!r}; galaxysr maps have ERROR, FLAGS, SKYMODEL and CELLS")
+        raise ValueError(f"no extension {name!r}; galaxysr maps have ERROR, FLAGS, SKYMODEL, MEAN and CELLS")
     header["EXTNAME"] = name
     return header
 
@@ -455,6 +477,6 @@ def cutout(m: Map, position: SkyCoord, size: u.Quantity | tuple[int, int]) -> Ma
     # The cells are dropped: a cut-out's pixel origin need not fall on a cell border.
     return replace(m, data=cut.data, wcs=cut.wcs, noise=same_cut(m.noise, np.nan),
                    flags=same_cut(m.flags, FLAG_EDGE), sky_model=same_cut(m.sky_model, np.nan, m.sky_oversample),
-                   cells=None)
+                   cells=None, mean=same_cut(m.mean, np.nan))
 
 

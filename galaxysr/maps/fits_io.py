@@ -172,6 +172,12 @@ def map_from_hdul(hdul: fits.HDUList, band: Band | str | None = None, hdu: int |
         factor = int(hdul["SKYMODEL"].header.get("SKYOVER", sky.shape[0] // m.shape[0]))
         if sky.shape == (factor * m.shape[0], factor * m.shape[1]):
             m.sky_model, m.sky_oversample = sky, factor
+    if "MEAN" in hdul and hdul.index_of("MEAN") != index and hdul["MEAN"].data is not None \
+            and hdul["MEAN"].data.shape == m.shape:
+        m.mean = np.asarray(hdul["MEAN"].data, np.float32)
+        m.mean[~np.isfinite(m.mean)] = np.nan
+        beam = hdul["MEAN"].header.get("BMAJ")
+        m.mean_fwhm = (float(beam) * u.deg).to(u.arcsec) if isinstance(beam, (int, float)) and beam > 0 else None
     if "CELLS" in hdul and hdul.index_of("CELLS") != index and hdul["CELLS"].data is not None:
         cube, cell = hdul["CELLS"].data, int(hdul["CELLS"].header.get("CELLPIX", 2))
         if cube.ndim == 3 and cube.shape[1:] == tuple(-(-n // cell) for n in m.shape):
