@@ -439,8 +439,6 @@ def super_resolve_maps(maps: dict[str, Map], artifact: ModelArtifact | None = No
         the beam (:func:`draw_head_map`), the per-pixel map moves to ``Map.mean`` (a ``MEAN``
         extension). Such a map is made in memory before it is written.
     """
-    from tqdm import tqdm
-
     artifact = artifact or load_artifact()
     config = artifact.config
     cell_planes = CELL_CHANNELS if "cells" in config.output_channels else 0
@@ -454,29 +452,12 @@ def super_resolve_maps(maps: dict[str, Map], artifact: ModelArtifact | None = No
     for note in job.notes:
         LOG.info(note)
     runner = StripRunner(job, batch_size)
-    tile, (pad_y, pad_x), nx = job.tile, job.pad, job.shape[1]
     f = config.sky_oversample if config.has_sky else 0
     writer = MapWriter(job.template(), job.shape, None if draw else out_path, overwrite,
                        with_error=config.uncertainty_head, sky_oversample=f,
                        cell_pixels=CELL_PIXELS if cell_planes else 0)
-    # Sums over output rows [base, base + 2 tiles): a strip starts less than a tile below the
-    # previous one, so rows above the current strip are final and are written out.
-    sums = StripSums(2 * tile, pad_x, 2 if config.uncertainty_head else 1, f, cell_planes)
-    base = 0
-    try:
-        for y0 in tqdm(job.ys, desc="super-resolving", unit="strip", disable=not progress):
-            if y0 + tile > base + 2 * tile:
-                writer.write_rows(base, *sums.blended(slice(0, y0 - base), slice(0, nx)))
-                sums.drop(y0 - base)
-                base = y0
-            out = runner.run(y0, 0, pad_x, job.xs)
-            if out is not None:
-                sums.add(y0 - base, out)
-        writer.write_rows(base, *sums.blended(slice(0, pad_y - base), slice(0, nx)))
-        result = writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
+    sums = StripSums(2 * job.tile, job.pad[1], 2 if config.uncertainty_head else 1, f, cell_planes)
+    result = _stream_strips(job, runner, sums, writer, progress)
     runner.warn_if_saturated()
     if draw:
         measured = artifact.calibration.fwhm_arcsec
@@ -484,6 +465,32 @@ def super_resolve_maps(maps: dict[str, Map], artifact: ModelArtifact | None = No
         if out_path is not None:
             result = write_map(result, out_path, overwrite=overwrite)
     return result
+
+
+def _stream_strips(job: Plan, runner: StripRunner, sums: StripSums, writer: MapWriter, progress: bool):
+    """Run ``job``'s strips top to bottom, blending them in ``sums`` (two tiles of rows from
+    ``base``) and handing every row that no later strip reaches to ``writer``: a strip starts
+    less than a tile below the previous one, so rows above it are final. Returns what the
+    writer finishes with (the Map, or the path written); on any error the writer's partial
+    file is removed."""
+    from tqdm import tqdm
+
+    tile, pad_y, nx = job.tile, job.pad[0], job.shape[1]
+    base = 0
+    try:
+        for y0 in tqdm(job.ys, desc="super-resolving", unit="strip", disable=not progress):
+            if y0 + tile > base + 2 * tile:
+                writer.write_rows(base, *sums.blended(slice(0, y0 - base), slice(0, nx)))
+                sums.drop(y0 - base)
+                base = y0
+            out = runner.run(y0, 0, job.pad[1], job.xs)
+            if out is not None:
+                sums.add(y0 - base, out)
+        writer.write_rows(base, *sums.blended(slice(0, pad_y - base), slice(0, nx)))
+        return writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def draw_head_map(m: Map, mean_fwhm: u.Quantity | None = None) -> Map:

@@ -26,14 +26,18 @@ BLOCK = 16
 
 
 def cpu_signature() -> str:
-    """The CPU model: floating point is bit-identical only on the same kind of CPU."""
+    """The CPU's model name, family/model and vector width: floating point is bit-identical only
+    on the same kind of CPU (oneDNN picks its kernels by these; two "AMD EPYC" differ by AVX-512)."""
     try:
+        info = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+        flags = info.get("flags", "").split()
+        avx = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else ""
+        return f"{info.get('model name', '')} family {info.get('cpu family', '?')} model {info.get('model', '?')} {avx}"
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
 
 
 def block_sums(data: np.ndarray, block: int = BLOCK) -> np.ndarray:
