@@ -34,7 +34,7 @@ from .errors import refuse_existing
 from .instruments import FWHM_PER_SIGMA, TARGET_BAND
 from .maps import FLAG_BLENDED, FLAG_EDGE, MJY_PER_BEAM, Map
 
-__all__ = ["extract_sources", "head_sources", "draw_catalogue", "measured_plane", "HEAD_COLUMNS", "HEAD_P_MIN", "forced_photometry", "sky_components", "DEFAULT_METHOD", "deboost", "map_rms", "write_catalogue", "write_priors", "COLUMNS", "DEFAULT_FLOOR_MJY",
+__all__ = ["extract_sources", "head_sources", "draw_catalogue", "measured_plane", "HEAD_COLUMNS", "HEAD_P_MIN", "forced_photometry", "point_source_design", "blend_inflation", "sky_components", "DEFAULT_METHOD", "deboost", "map_rms", "write_catalogue", "write_priors", "COLUMNS", "DEFAULT_FLOOR_MJY",
            "MAX_GROUP"]
 
 #: Largest group of overlapping sources fitted jointly (see _psf_photometry).
@@ -370,44 +370,60 @@ def forced_photometry(m: Map, x: np.ndarray, y: np.ndarray, fwhm: u.Quantity | N
     """Fluxes (mJy) of point sources at fixed pixel positions ``x``, ``y`` of ``m``, fitted
     jointly: the map (mJy/beam) ≈ Σᵢ Sᵢ × a unit-peak Gaussian of ``fwhm`` (default the map's
     beam, :attr:`Map.beam_fwhm`) at (xᵢ, yᵢ), by linear least squares over the valid pixels
-    within ``radius_fwhm`` FWHM of a source (``scipy.sparse.linalg.lsqr``: a sparse design, so
-    thousands of overlapping sources cost a second). The flux of a point source is its peak,
-    as :func:`extract_sources` measures it, and blended neighbours share their light as the
-    fit says. Errors: the map's uncertainty at each position (:func:`map_rms`), as the PSF
+    within ``radius_fwhm`` FWHM of a source (:func:`point_source_design`, ``scipy.sparse.linalg.lsqr``:
+    a sparse design, so thousands of overlapping sources cost a second). The flux of a point source
+    is its peak, as :func:`extract_sources` measures it, and blended neighbours share their light as
+    the fit says. Errors: the map's uncertainty at each position (:func:`map_rms`), as the PSF
     catalogue quotes them, widened by what sharing the light with neighbours costs (from the
-    normal equations: :func:`_blend_inflation`). A source on no valid pixel gets NaN."""
-    from scipy.sparse import coo_matrix
+    normal equations: :func:`blend_inflation`). A source on no valid pixel gets NaN."""
     from scipy.sparse.linalg import lsqr
 
     m = m.to(MJY_PER_BEAM)
     data = m.data.astype(np.float64)
-    valid = np.isfinite(data)
     fwhm_px = float(((m.beam_fwhm if fwhm is None else fwhm) / m.pixel_scale).decompose())
-    sigma, reach = fwhm_px / FWHM_PER_SIGMA, int(np.ceil(radius_fwhm * fwhm_px))
     x, y = np.asarray(x, float), np.asarray(y, float)
+    design, used = point_source_design(np.isfinite(data), x, y, fwhm_px / FWHM_PER_SIGMA,
+                                       int(np.ceil(radius_fwhm * fwhm_px)))
+    flux = lsqr(design, data.ravel()[used], atol=1e-10, btol=1e-10)[0] if len(used) else np.zeros(len(x))
+    seen = np.asarray((design != 0).sum(axis=0)).ravel() > 0
+    flux = np.where(seen, flux, np.nan)
+    ix = np.clip(np.round(x).astype(int), 0, data.shape[1] - 1)
+    iy = np.clip(np.round(y).astype(int), 0, data.shape[0] - 1)
+    err = np.broadcast_to(np.asarray(map_rms(m), np.float64), data.shape)[iy, ix] * blend_inflation(design)
+    return flux, np.where(seen, err, np.nan)
+
+
+def point_source_design(valid: np.ndarray, x: np.ndarray, y: np.ndarray, sigma_px: float, reach: int):
+    """The sparse design of point sources at pixel positions ``x``, ``y`` on a grid with data where
+    ``valid``: column i is a unit-peak circular Gaussian of ``sigma_px`` centred on (xᵢ, yᵢ), sampled
+    at the pixel centres (as :func:`galaxysr.simulate.render_sources` draws) within ``reach`` pixels
+    of the source's pixel. Rows are the valid pixels any source reaches.
+
+    Returns
+    -------
+    design : scipy.sparse.csr_matrix
+        (rows, len(x)).
+    used : ndarray of int
+        The rows' flat pixel indices into ``valid``.
+    """
+    from scipy.sparse import coo_matrix
+
+    shape = valid.shape
     offsets = np.arange(-reach, reach + 1)
     dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
     py = np.round(y)[:, None] + dy.ravel()[None, :]
     px = np.round(x)[:, None] + dx.ravel()[None, :]
     column = np.repeat(np.arange(len(x)), dy.size).reshape(py.shape)
-    inside = (py >= 0) & (py < data.shape[0]) & (px >= 0) & (px < data.shape[1])
+    inside = (py >= 0) & (py < shape[0]) & (px >= 0) & (px < shape[1])
     py, px, column = py[inside].astype(int), px[inside].astype(int), column[inside]
     keep = valid[py, px]
     py, px, column = py[keep], px[keep], column[keep]
-    value = np.exp(-0.5 * ((px - x[column]) ** 2 + (py - y[column]) ** 2) / sigma**2)
-    pixel = py * data.shape[1] + px
-    used, row = np.unique(pixel, return_inverse=True)
-    design = coo_matrix((value, (row, column)), shape=(len(used), len(x))).tocsr()
-    flux = lsqr(design, data.ravel()[used], atol=1e-10, btol=1e-10)[0] if len(used) else np.zeros(len(x))
-    seen = np.bincount(column, minlength=len(x)) > 0
-    flux = np.where(seen, flux, np.nan)
-    ix = np.clip(np.round(x).astype(int), 0, data.shape[1] - 1)
-    iy = np.clip(np.round(y).astype(int), 0, data.shape[0] - 1)
-    err = np.broadcast_to(np.asarray(map_rms(m), np.float64), data.shape)[iy, ix] * _blend_inflation(design)
-    return flux, np.where(seen, err, np.nan)
+    value = np.exp(-0.5 * ((px - x[column]) ** 2 + (py - y[column]) ** 2) / sigma_px**2)
+    used, row = np.unique(py * shape[1] + px, return_inverse=True)
+    return coo_matrix((value, (row, column)), shape=(len(used), len(x))).tocsr(), used
 
 
-def _blend_inflation(design) -> np.ndarray:
+def blend_inflation(design) -> np.ndarray:
     """Per source, how much a joint fit widens its flux error over the same source alone:
     √[(AᵀA)⁻¹ᵢᵢ (AᵀA)ᵢᵢ] from the normal equations of the design A (1 for an isolated source),
     inverted per group of overlapping sources (connected components of AᵀA)."""

@@ -16,7 +16,8 @@ from ..instruments import Band
 
 __all__ = ["MJY_PER_BEAM", "MJY_PER_PIXEL", "FLAG_BLENDED", "FLAG_EDGE", "FLAG_FILLED", "FLAG_LOW_COVERAGE", "MapError",
            "Map", "FluxCurve", "FLUX_READINGS", "flux_curve_cards", "flux_curves_from_header", "convert_factor",
-           "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout", "extension_header", "cells_cube"]
+           "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout", "extension_header", "cells_cube",
+           "residual_extension", "RESIDUAL_CARDS"]
 
 #: The unit every pipeline stage works in.
 MJY_PER_BEAM = u.mJy / u.beam
@@ -164,6 +165,11 @@ class Map:
         the catalogues are measured on. Written as a ``MEAN`` extension.
     mean_fwhm : Quantity or None
         The measured stacked beam of ``mean`` (the model's calibration), if known.
+    residuals : dict
+        SPIRE band name → its re-observation residual (:func:`galaxysr.reobserve.residual`): the
+        input map minus the catalogue drawn through that band's beam, a Map on the input's own grid
+        (mJy/beam) whose ``meta`` holds its χ² cards. Written as ``RESID250`` / ``RESID350`` /
+        ``RESID500`` extensions.
     """
 
     data: np.ndarray
@@ -182,6 +188,7 @@ class Map:
     cell_pixels: int = 2
     mean: np.ndarray | None = None
     mean_fwhm: u.Quantity | None = None
+    residuals: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.data.ndim != 2:
@@ -267,6 +274,12 @@ class Map:
         if self.cells is not None:
             hdus.append(fits.ImageHDU(cells_cube(self.cells), header=extension_header("CELLS", self.wcs,
                                                                                       oversample=self.cell_pixels)))
+        for band, resid in self.residuals.items():
+            header = extension_header(residual_extension(band), resid.wcs, hdus[0].header["BUNIT"])
+            header["BANDNAME"] = (band, "galaxysr band of the input map")
+            for key, value in resid.meta.items():
+                header[key] = fitted_card(value)
+            hdus.append(fits.ImageHDU(np.asarray(resid.to(self.unit).data, dtype=np.float32), header=header))
         return fits.HDUList(hdus)
 
     def to_nddata(self):
@@ -339,14 +352,28 @@ def extension_header(name: str, wcs: WCS, unit: str | None = None, oversample: i
         header["COMMENT"] = "beam; the primary image is its catalogue drawn through the beam (docs/inference.md)"
     elif name == "FLAGS":
         header["COMMENT"] = "quality bits per pixel; see galaxysr.maps FLAG_* and docs/inference.md"
+    elif name.startswith("RESID"):
+        header["BUNIT"] = (unit, "input minus the catalogue re-observed")
+        header["COMMENT"] = "re-observation residual on the input map's grid: the SPIRE map minus the catalogue drawn"
+        header["COMMENT"] = "through the instrument beam, background removed (galaxysr.reobserve, docs/inference.md)"
     elif name == "SKYMODEL":
         header["BUNIT"] = (MJY_PER_PIXEL.to_string("fits"), "flux per sky pixel, before the beam")
         header["SKYOVER"] = (int(oversample), "sky-model pixels per map pixel side")
         header["COMMENT"] = "the sky model the network drew through the beam to make the primary map"
     else:
-        raise ValueError(f"no extension {name!r}; galaxysr maps have ERROR, FLAGS, SKYMODEL, MEAN and CELLS")
+        raise ValueError(f"no extension {name!r}; galaxysr maps have ERROR, FLAGS, SKYMODEL, MEAN, CELLS and RESIDnnn")
     header["EXTNAME"] = name
     return header
+
+
+#: The cards a residual extension carries about its fit (:meth:`galaxysr.reobserve.Residual.cards`),
+#: kept in the residual Map's ``meta`` when read back.
+RESIDUAL_CARDS = ("CHI2PIX", "NPIXCHI2", "NOISE", "CONFUSN", "MAXSRCSN", "NSRC5SIG")
+
+
+def residual_extension(band: str) -> str:
+    """The name of a band's re-observation residual extension: ``spire_250`` → ``RESID250``."""
+    return f"RESID{band[-3:]}"
 
 
 def cells_cube(cells: np.ndarray) -> np.ndarray:

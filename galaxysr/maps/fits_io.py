@@ -19,7 +19,8 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..errors import refuse_existing
 from ..instruments import BANDS, Band, band_from_wavelength, get_band
-from .core import Map, MapError, flux_curves_from_header, parse_bunit
+from ..instruments import SPIRE_BANDS
+from .core import RESIDUAL_CARDS, Map, MapError, flux_curves_from_header, parse_bunit, residual_extension
 
 __all__ = ["PROVENANCE_PREFIXES", "read_map", "map_from_hdul", "map_from_parts", "as_map", "write_map",
            "sibling_band_path"]
@@ -182,6 +183,14 @@ def map_from_hdul(hdul: fits.HDUList, band: Band | str | None = None, hdu: int |
         cube, cell = hdul["CELLS"].data, int(hdul["CELLS"].header.get("CELLPIX", 2))
         if cube.ndim == 3 and cube.shape[1:] == tuple(-(-n // cell) for n in m.shape):
             m.cells, m.cell_pixels = np.moveaxis(np.asarray(cube, np.float32), 0, -1), cell
+    for band in SPIRE_BANDS:
+        name = residual_extension(band)
+        if name in hdul and hdul.index_of(name) != index and hdul[name].data is not None:
+            header = hdul[name].header
+            resid = map_from_parts(np.asarray(hdul[name].data, np.float32), header, band=band,
+                                   unit=header.get("BUNIT") or m.unit, source=f"{source}[{name}]")
+            resid.meta.update({key: (header[key], header.comments[key]) for key in RESIDUAL_CARDS if key in header})
+            m.residuals[band] = resid
     m.meta.update({key: (merged[key], merged.comments[key]) for key in merged
                    if key.startswith(PROVENANCE_PREFIXES)})
     return m
