@@ -267,10 +267,13 @@ def _predict(args) -> int:
         # The library names the problem; here the flag that fixes it.
         raise MapError(f"{error} (--spire{error.band[-3:]} PATH)") from None
     background = args.background or artifact.conventions.background
-    made_from = provenance({b: m.source for b, m in maps.items()}, artifact,
-                           {"overlap": args.overlap, "background": background})
+    options = {"overlap": args.overlap, "background": background}
+    if args.refine:  # the map then carries the residuals of the refined catalogue
+        options |= {"refine": True, "snr": args.snr, "min_flux": args.min_flux, "method": args.catalogue_method,
+                    "p_min": args.p_min}
+    made_from = provenance({b: m.source for b, m in maps.items()}, artifact, options)
     listed = digest(made_from, args.snr, args.min_flux, args.catalogue_method,
-                    *((args.p_min,) if args.catalogue_method == "head" else ()))
+                    *((args.p_min,) if args.catalogue_method == "head" else ()), *(("refine",) if args.refine else ()))
     need_map, need_cat, need_priors = outputs_to_make(
         [(out, "GSRPROV", made_from), (args.catalogue and Path(args.catalogue), "GSRCAT", listed),
          (args.priors and Path(args.priors), "GSRCAT", listed)], args.overwrite)
@@ -283,12 +286,14 @@ def _predict(args) -> int:
                                     progress=not args.no_progress, out_path=out, overwrite=True,
                                     background=background, header_extra={"GSRPROV": made_from})
         print(f"wrote {result}")
-    if need_cat or need_priors:
+    if need_cat or need_priors or (need_map and args.refine):
         from .catalogue import extract_sources, write_catalogue, write_priors
 
         table = extract_sources(read_map(out, band=artifact.config.target_band), snr=args.snr,
                                 min_flux_mjy=args.min_flux, command=" ".join(["galaxysr", *sys.argv[1:]]),
                                 method=args.catalogue_method, p_min=args.p_min)
+        if args.refine:
+            table = _refine(table, maps, artifact, out, background)
         table.meta["GSRCAT"] = listed
         if need_cat:
             write_catalogue(table, args.catalogue, overwrite=True)
@@ -298,6 +303,34 @@ def _predict(args) -> int:
             write_priors(table, args.priors, overwrite=True, provenance=listed)
             print(f"wrote {args.priors} (XID+ prior list, {len(table)} positions)")
     return 0
+
+
+def _refine(table, maps: dict, artifact, out: Path, background: str):
+    """``predict --refine``: the catalogue's SPIRE fluxes fitted on the input maps at its positions,
+    the catalogue re-observed through the SPIRE beams, and the residuals appended to ``out`` as
+    ``RESID250/350/500`` with their χ² (said per band)."""
+    import time
+
+    from .reobserve import refine, residuals, write_residuals
+
+    from .instruments import get_band
+
+    started = time.perf_counter()
+    confusion = artifact.calibration.confusion_mjy()
+    where = "measured on the model's calibration fields"
+    if not confusion:  # an upper bound: the confusion of every source, listed or not (instrument table)
+        confusion = {band: get_band(band).confusion.to_value("mJy/beam") for band in maps}
+        where = "the instrument table's full confusion, an upper bound: `galaxysr calibrate` measures the model's"
+    table = refine(table, maps, confusion, background)
+    found = residuals(table, maps, confusion, background)
+    write_residuals(out, found)
+    for band, r in found.items():
+        print(f"{band}: re-observed residual chi2/pixel {r.chi2_per_pixel:.2f} over {r.n_pixels} pixels (noise "
+              f"{r.noise_mjy:.2f} + unlisted confusion {r.confusion_mjy:.2f} mJy/beam, {where}); "
+              f"{r.n_sources_above_5sigma} catalogue sources with a residual over 5 sigma")
+    print(f"refined {len(table)} sources' SPIRE fluxes and wrote RESID250/350/500 into {out} "
+          f"in {time.perf_counter() - started:.1f} s")
+    return table
 
 
 def _add_predict(sub, light: bool = False) -> None:
@@ -329,6 +362,10 @@ def _add_predict(sub, light: bool = False) -> None:
     p.add_argument("--p-min", type=float, default=HEAD_P_MIN,
                    help="--catalogue-method head: the least p_real (calibrated probability that a source is real) "
                         "kept; --snr does not apply there")
+    p.add_argument("--refine", action="store_true",
+                   help="fit the catalogue's SPIRE fluxes on the input maps at its positions (flux_spire_NNN_forced "
+                        "columns), re-observe it through the SPIRE beams and write the residuals (RESID250/350/500 "
+                        "extensions, chi2 per band); docs/inference.md")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_predict)

@@ -35,7 +35,7 @@ from .noise import with_noise
 from .simulate import render_sources
 
 __all__ = ["FLAG_REFIT", "Residual", "reobserve", "residual", "residuals", "forced_fluxes", "refine",
-           "flux_column", "bounded_least_squares", "RESIDUAL_REACH_FWHM"]
+           "flux_column", "bounded_least_squares", "write_residuals", "RESIDUAL_REACH_FWHM"]
 
 #: Catalogue flag bit: a refined SPIRE flux differs from the network's own by more than 3σ.
 FLAG_REFIT = 16
@@ -310,3 +310,27 @@ def refine(catalogue: Table, maps: dict[str, Map], confusion_mjy: dict | None = 
     if not any(band in SPIRE_BANDS for band in maps):
         raise MapError("refine needs at least one SPIRE map (spire_250, spire_350, spire_500)")
     return out
+
+
+def write_residuals(path, found: dict[str, Residual]) -> None:
+    """Put ``found`` (band → :class:`Residual`) into the super-resolved FITS map at ``path`` as its
+    ``RESID250`` / ``RESID350`` / ``RESID500`` extensions (replacing earlier ones), with their χ² per
+    pixel also in the primary header (``RCHI250`` …). Written under a temporary name and renamed."""
+    import os
+    from pathlib import Path
+
+    from astropy.io import fits
+
+    from .maps import residual_extension
+
+    path = Path(path)
+    with fits.open(path) as hdul:
+        hdus = [hdu.copy() for hdu in hdul if not hdu.name.startswith("RESID")]
+    for band, r in found.items():
+        extension = Map(np.zeros((1, 1), np.float32), r.map.wcs, r.map.band, residuals={band: r.as_extension()})
+        hdus.append(extension.to_hdulist()[-1])
+        hdus[0].header[f"RCHI{band[-3:]}"] = (round(r.chi2_per_pixel, 4), f"{band} re-observed residual chi2/pixel")
+        hdus[-1].header["EXTNAME"] = residual_extension(band)
+    tmp = path.with_name(f".{path.name}.part")
+    fits.HDUList(hdus).writeto(tmp, overwrite=True)
+    os.replace(tmp, path)

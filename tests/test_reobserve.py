@@ -142,3 +142,36 @@ def test_residual_extensions_round_trip_with_their_wcs(tmp_path):
     np.testing.assert_allclose(got.wcs.wcs.crval, m.wcs.wcs.crval)
     np.testing.assert_allclose(got.pixel_scale.to_value(u.arcsec), 6.0, rtol=1e-6)
     assert got.meta["CHI2PIX"][0] == pytest.approx(r.chi2_per_pixel, abs=1e-4)
+
+
+def test_predict_refine_writes_forced_spire_fluxes_and_the_residuals_on_the_input_grids(field_files, tmp_path,
+                                                                                         capsys):
+    from astropy.io import fits
+
+    from galaxysr.cli import main
+
+    folder, field = field_files
+    out, cat = tmp_path / "out.fits", tmp_path / "cat.ecsv"
+    assert main(["predict", str(folder / "cosmos_250.fits"), str(out), "--catalogue", str(cat), "--refine",
+                 "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    for band in SPIRE_BANDS:
+        assert f"{band}: re-observed residual chi2/pixel" in said
+    result = read_map(out)
+    with fits.open(out) as hdul:
+        assert [h.name for h in hdul if h.name.startswith("RESID")] == ["RESID250", "RESID350", "RESID500"]
+        assert all(f"RCHI{b[-3:]}" in hdul[0].header for b in SPIRE_BANDS)
+    for band in SPIRE_BANDS:
+        resid = result.residuals[band]
+        assert resid.shape == field[band].shape  # on the input map's own grid
+        np.testing.assert_allclose(resid.wcs.wcs.crval, field[band].wcs.wcs.crval)
+        assert np.isfinite(resid.meta["CHI2PIX"][0])
+    table = Table.read(cat)
+    assert len(table) > 0
+    for band in SPIRE_BANDS:
+        assert table[f"flux_{band}_forced"].unit == u.mJy
+        assert np.all(np.asarray(table[f"flux_{band}_forced"]) >= 0)
+    # The catalogue explains most of each map: its residual's variance is below the map's own.
+    for band in SPIRE_BANDS:
+        data = field[band].data
+        assert np.nanvar(result.residuals[band].data) < 0.8 * np.nanvar(data - np.nanmean(data)), band

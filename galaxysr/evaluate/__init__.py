@@ -19,7 +19,7 @@ from .metrics import (ERROR_BINS_MJY, FLUX_CURVE_BINS_MJY, TARGETS, EvalConfig, 
                       paired_offsets, robust_std, score)
 from .report import (NOT_BASELINES, SKY_TITLES, baseline_comparison, paired_offset_table, passes, per_bin_table,
                      sky_comparison_table, summary_table, update_readme, write_report)
-from .runs import (SKIES, calibrate_artifact, measure_flux_scale, measure_presence, colour_response, evaluate_real,
+from .runs import (SKIES, calibrate_artifact, measure_flux_scale, measure_presence, measure_reobservation, colour_response, evaluate_real,
                    evaluate_simulated, evaluation_fields, matched_sources, measure_effective_beam, method_maps, repeat_statistics, sky_simulation,
                    source_errors)
 
@@ -29,6 +29,6 @@ __all__ = ["measure_presence", "HEALTH_BOUNDS", "HealthBounds", "catalogue_healt
            "paired_offsets", "robust_std", "score", "NOT_BASELINES", "SKY_TITLES", "baseline_comparison",
            "paired_offset_table", "passes", "per_bin_table", "sky_comparison_table", "summary_table",
            "update_readme", "write_report",
-           "SKIES", "calibrate_artifact", "measure_flux_scale", "colour_response", "evaluate_real",
+           "SKIES", "calibrate_artifact", "measure_flux_scale", "measure_reobservation", "colour_response", "evaluate_real",
            "evaluate_simulated", "evaluation_fields", "matched_sources", "measure_effective_beam", "method_maps", "repeat_statistics",
            "sky_simulation", "source_errors"]

@@ -15,7 +15,8 @@ from astropy.table import Table, vstack
 
 from ..config import SKIES
 from ..baselines import mean_colour, native_250, richardson_lucy, truth_convolved, wiener
-from ..catalogue import extract_sources
+from ..catalogue import DEFAULT_METHOD, extract_sources
+from ..config import HEAD_P_MIN
 from ..instruments import TARGET_BAND
 from ..maps import FLUX_READINGS, Field, Map, MapError, read_field, reproject_map
 from ..simulate import SIMULATOR_VERSION, SimulationConfig, SkyPrior, column_mjy, held_out_simulation
@@ -331,6 +332,39 @@ def measure_flux_scale(maps: list, config: EvalConfig = EvalConfig()) -> dict:
     return out
 
 
+def measure_reobservation(maps: list, folders, method: str = DEFAULT_METHOD, p_min: float = HEAD_P_MIN,
+                          config: EvalConfig = EvalConfig()) -> dict:
+    """The confusion of the sources a model's catalogue does not list, per SPIRE band, on
+    :func:`calibration_maps` of the simulated field ``folders`` (the training distribution, never
+    the held-out sky): the catalogue ``predict --refine`` writes (``method``, at ``config.snr`` and
+    the default floor, or ``p_real`` ≥ ``p_min``), its SPIRE fluxes refined on the field's SPIRE maps
+    (:func:`galaxysr.reobserve.refine`), re-observed (:func:`galaxysr.reobserve.residuals`); the
+    residual's variance beyond the maps' noise (5σ-clipped, pooled over the fields) is that
+    confusion. χ² of other skies' residuals is read against noise ⊕ it."""
+    from astropy.stats import sigma_clipped_stats
+
+    from ..instruments import SPIRE_BANDS, get_band
+    from ..reobserve import refine, residuals
+
+    pooled = {band: ([], []) for band in SPIRE_BANDS}
+    for (network, _), folder in zip(maps, folders):
+        field = read_field(folder)
+        inputs = {band: field[band] for band in SPIRE_BANDS}
+        cat = extract_sources(network, snr=config.snr, method=method, p_min=p_min, command="calibration")
+        cat = refine(cat, inputs, {band: get_band(band).confusion.to_value(u.mJy / u.beam) for band in SPIRE_BANDS})
+        for band, r in residuals(cat, inputs).items():
+            ok = np.isfinite(r.map.data)
+            pooled[band][0].append(r.map.data[ok])
+            pooled[band][1].append(np.asarray(r.map.noise)[ok])
+    confusion, noise = {}, {}
+    for band, (values, sigmas) in pooled.items():
+        _, _, std = sigma_clipped_stats(np.concatenate(values), sigma=5.0, maxiters=10)
+        noise[band] = float(np.sqrt(np.mean(np.concatenate(sigmas) ** 2)))
+        confusion[band] = round(float(np.sqrt(max(std**2 - noise[band] ** 2, 0.0))), 4)
+    return {"confusion_mjy": confusion, "noise_mjy": {b: round(v, 4) for b, v in noise.items()},
+            "catalogue_method": method, "fields": [Path(f).name for f in folders]}
+
+
 def measure_presence(maps: list, config: EvalConfig = EvalConfig()) -> dict:
     """A catalogue-head network's presence calibration (:func:`galaxysr.cells.presence_calibration`
     of the head's peak-cell score ``p_peak``) on :func:`calibration_maps` (fields of the training
@@ -409,6 +443,7 @@ def calibrate_artifact(artifact, data, progress: bool = False):
             artifact = record_calibration(artifact, presence=measure_presence(maps))
         except ValueError as error:  # a head that finds nothing real (or nothing false) cannot be calibrated
             warnings.warn(f"{artifact.path}: the catalogue head's p_real is not calibrated: {error}", stacklevel=2)
+    artifact = record_calibration(artifact, reobservation=measure_reobservation(again or maps, folders))
     failed = None
     if artifact.config.uncertainty_head:
         try:

@@ -48,12 +48,18 @@ class Calibration(ConfigRecord):
     presence : dict or None
         A catalogue-head network's :func:`galaxysr.cells.presence_calibration`: how often a
         detection of each head score is real on these fields (the catalogue's ``p_real``).
+    reobservation : dict or None
+        :func:`galaxysr.evaluate.measure_reobservation`'s record: ``confusion_mjy`` per SPIRE band,
+        the 1σ confusion (mJy/beam) of the sources the model's catalogue does not list, what is left
+        in the SPIRE maps beyond their noise once the catalogue, refined, is re-observed
+        (:mod:`galaxysr.reobserve`): the χ² of residuals on other skies is read against it.
     """
 
     effective_beam: dict | None = None
     errors: dict | None = None
     flux_scale: dict | None = None
     presence: dict | None = None
+    reobservation: dict | None = None
 
     WHAT: ClassVar[str] = "calibration entr(ies)"
 
@@ -67,6 +73,11 @@ class Calibration(ConfigRecord):
         when none was measured)."""
         curves = (self.flux_scale or {}).get("curves", {})
         return {reading: FluxCurve.from_dict(record) for reading, record in curves.items() if "nodes_mjy" in record}
+
+    def confusion_mjy(self) -> dict:
+        """SPIRE band → the confusion (mJy/beam) of the sources the catalogue does not list, as
+        measured on the calibration fields (empty when not measured)."""
+        return {band: float(v) for band, v in ((self.reobservation or {}).get("confusion_mjy") or {}).items()}
 
     def error_factor(self, flux_mjy: np.ndarray) -> np.ndarray | float:
         """The error head's calibration factor at predicted fluxes ``flux_mjy`` (interpolated in
@@ -226,14 +237,16 @@ def load_model(model=None) -> ModelArtifact:
 
 
 def record_calibration(artifact: ModelArtifact, beam: dict | None = None, errors: dict | None = None,
-                       flux_scale: dict | None = None, presence: dict | None = None) -> ModelArtifact:
+                       flux_scale: dict | None = None, presence: dict | None = None,
+                       reobservation: dict | None = None) -> ModelArtifact:
     """Record measured calibrations in the artifact's ``calibration.json`` and reload it.
 
     ``beam`` (see :func:`galaxysr.evaluate.measure_effective_beam`): the stacked output beam
     (a legacy map network's output header and PSF). ``errors`` (see
     :func:`galaxysr.evaluate.calibrate_errors`): the error head's factors. ``flux_scale`` (see
     :func:`galaxysr.evaluate.measure_flux_scale`): the catalogue's flux scale. ``presence`` (see
-    :func:`galaxysr.cells.presence_calibration`): the catalogue head's p_real. None given:
+    :func:`galaxysr.cells.presence_calibration`): the catalogue head's p_real. ``reobservation`` (see
+    :func:`galaxysr.evaluate.measure_reobservation`): the unlisted sources' confusion. None given:
     all are forgotten, so that a model is re-calibrated from its raw outputs, not on top of an
     earlier calibration.
     """
@@ -242,7 +255,8 @@ def record_calibration(artifact: ModelArtifact, beam: dict | None = None, errors
         if not np.isfinite(fwhm) or fwhm <= 0:
             raise ValueError(f"{artifact.path}: the measured beam FWHM is {fwhm}; not recording it")
     old = artifact.calibration
-    given = {"effective_beam": beam, "errors": errors, "flux_scale": flux_scale, "presence": presence}
+    given = {"effective_beam": beam, "errors": errors, "flux_scale": flux_scale, "presence": presence,
+             "reobservation": reobservation}
     calibration = Calibration() if all(v is None for v in given.values()) else \
         Calibration(**{k: getattr(old, k) if v is None else v for k, v in given.items()})
     write_calibration(artifact.path, calibration)
