@@ -8,14 +8,15 @@ import numpy as np
 
 from .instruments import BANDS, TARGET_BAND
 
-__all__ = ["METHOD_LABELS", "COLOURS", "evaluation_figures", "injection_figure", "field_panels", "completeness_purity", "flux_recovery",
+__all__ = ["METHOD_LABELS", "COLOURS", "evaluation_figures", "injection_figure", "reliability_diagram", "field_panels", "completeness_purity", "flux_recovery",
            "offsets", "beams", "counts_figure", "field_bands_figure"]
 
 METHOD_LABELS = {"network": "galaxysr network", "network_sky": "galaxysr network, sky-model components",
+                 "network_head": "galaxysr network, catalogue head",
                  "native_250": "SPIRE 250 native × colour",
                  "richardson_lucy": "Richardson–Lucy 250", "wiener": "Wiener 250",
                  "truth": f"truth ⊗ {BANDS[TARGET_BAND].fwhm.value:g}″ beam (upper bound)"}
-COLOURS = {"network": "C3", "network_sky": "C4", "native_250": "C0", "richardson_lucy": "C1", "wiener": "C2", "truth": "k", "scuba2": "k"}
+COLOURS = {"network": "C3", "network_sky": "C4", "network_head": "C5", "native_250": "C0", "richardson_lucy": "C1", "wiener": "C2", "truth": "k", "scuba2": "k"}
 
 
 def _subplots(*args, **kwargs):
@@ -67,10 +68,29 @@ def evaluation_figures(results: dict, out: Path, prefix: str = "", injection_tar
     figures["output beam"] = beams(results, out / f"{prefix}psf.png")
     if results.get("_z"):
         figures["error calibration"] = z_histograms(results, out / f"{prefix}z.png")
+    if results.get("head", {}).get("reliability"):
+        figures["catalogue head reliability"] = reliability_diagram(results["head"], out / f"{prefix}reliability.png")
     if results.get("injection"):
         figures["injection–recovery"] = injection_figure(results["injection"], out / f"{prefix}injection.png",
                                                          injection_targets or {})
     return figures
+
+
+def reliability_diagram(head: dict, path: Path) -> Path:
+    """The catalogue head's p_real against the fraction of its detections that are real, per decile."""
+    fig, ax = _subplots(figsize=(4.2, 4.0))
+    rows = head["reliability"]
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, label="calibrated")
+    ax.fill_between([0, 1], [-0.05, 0.95], [0.05, 1.05], color="0.9", label="±0.05")
+    ax.plot([r["mean_p_real"] for r in rows], [r["fraction_real"] for r in rows], "o-", color=COLOURS["network_head"],
+            label="catalogue head")
+    for r in rows:
+        ax.annotate(str(r["n"]), (r["mean_p_real"], r["fraction_real"]), fontsize=6, xytext=(3, -8),
+                    textcoords="offset points")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="p_real (calibrated on the training distribution)",
+           ylabel="fraction of detections that are real")
+    ax.legend(loc="upper left", fontsize=7)
+    return _finish(fig, path)
 
 
 def injection_figure(injection: dict, path: Path, targets: dict) -> Path:

@@ -267,3 +267,28 @@ def test_a_sure_cell_is_drawn_as_the_beam_with_peak_equal_to_its_flux_and_the_me
     a, b = extract_sources(back, method="head"), extract_sources(m, method="head")
     np.testing.assert_allclose(a["flux"], b["flux"], rtol=1e-5)
     np.testing.assert_allclose(extract_sources(back)["flux"], extract_sources(m)["flux"], rtol=1e-5)
+
+
+def test_the_head_summary_reads_reliability_per_decile_and_positional_honesty():
+    from astropy.table import Table
+
+    from galaxysr.evaluate.report import head_table
+    from galaxysr.evaluate.runs import head_summary
+
+    rng = np.random.default_rng(4)
+    p = rng.uniform(0, 1, 4000)
+    real = rng.uniform(0, 1, 4000) < p  # calibrated by construction
+    pos_err = np.full(4000, 1.0)
+    offset = np.where(real, np.hypot(*rng.normal(0, 1.0, (2, 4000))), np.nan)  # honest: σ = pos_err per axis
+    summary = head_summary([Table({"p_real": p[:2000], "real": real[:2000], "offset": offset[:2000],
+                                   "pos_err": pos_err[:2000]}),
+                            Table({"p_real": p[2000:], "real": real[2000:], "offset": offset[2000:],
+                                   "pos_err": pos_err[2000:]})])
+    assert len(summary["reliability"]) == 10 and summary["n_detections"] == 4000
+    assert summary["max_abs_difference"] < 0.06
+    assert summary["offset_over_pos_err_median"] == pytest.approx(1.18, abs=0.05)
+    overconfident = head_summary([Table({"p_real": p, "real": rng.uniform(0, 1, 4000) < 0.5 * p,
+                                         "offset": offset, "pos_err": 0.3 * pos_err})])
+    assert overconfident["max_abs_difference"] > 0.3 and overconfident["offset_over_pos_err_median"] > 3
+    table = head_table(summary)
+    assert table.count("✓") >= 9 and "1.18" in table

@@ -29,18 +29,23 @@ from .metrics import (ERROR_BINS_MJY, EvalConfig, calibrate_errors, error_statis
 
 #: How each method's catalogue is extracted (:func:`galaxysr.catalogue.extract_sources`
 #: ``method``): the network's default catalogue (PSF fits), and its sky model's components beside it.
-EXTRACTION = {"network": "psf", "network_sky": "sky"}
+EXTRACTION = {"network": "psf", "network_sky": "sky", "network_head": "head"}
+#: The network's maps catalogued other ways than the default (the same map, one plain reading).
+SAME_MAP = ("network_sky", "network_head")
 
 
 def method_maps(field: Field, network: Map, colour: float) -> dict[str, Map]:
-    """The network output (twice when it has a sky model: catalogued by PSF fits on the map
-    and from the sky model's components) and every baseline, for one field."""
+    """The network output (catalogued by PSF fits on the map; again from its sky model's components
+    when it has one, and from its catalogue head's cells when it has those) and every baseline, for
+    one field."""
     m250 = field["spire_250"]
     # Sources are found against each map's own sigma-clipped scatter (with a floor), the
     # same way for every method; the network's error map is scored separately.
     maps = {"network": replace(network, noise=None)}
     if network.sky_model is not None:
         maps["network_sky"] = maps["network"]
+    if network.cells is not None:
+        maps["network_head"] = maps["network"]
     maps |= {"native_250": native_250(m250, colour),
             "richardson_lucy": richardson_lucy(m250, network.wcs, network.shape, colour),
             "wiener": wiener(m250, network.wcs, network.shape, colour)}
@@ -99,7 +104,7 @@ def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig()
     splits: dict[str, list] = {}
     fwhm_stamps: dict[str, list] = {}
     example = None
-    truths, errors, repeats = [], [], []
+    truths, errors, repeats, heads = [], [], [], []
     for folder in folders:
         field = read_field(folder)
         if field.truth is None:
@@ -117,7 +122,7 @@ def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig()
             cat = cat[inner_region(cat, network, config.edge_arcsec)]
             pooled.setdefault(name, []).append((cat, truth))
             fwhm_stamps.setdefault(name, []).append((m, *bright_at))
-            if name != "network_sky":  # the same map as "network": one plain reading
+            if name not in SAME_MAP:  # the same map as "network": one plain reading
                 peaks = plain_peaks(m)
                 peaks = peaks[inner_region(peaks, network, config.edge_arcsec)]
                 plain.setdefault(name, []).append((peaks, truth))
@@ -130,6 +135,8 @@ def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig()
             repeat = _second_observation(folder, field, artifact, config, own, progress)
             if repeat is not None:
                 repeats.append(repeat)
+        if network.cells is not None:
+            heads.append(head_readings(network, truth, config))
         if example is None:
             example = {"field": field, "maps": maps}
     results = {}
@@ -161,9 +168,56 @@ def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig()
                            / np.asarray(sources["flux_err"])).tolist()}
     if repeats:
         out["uncertainty"]["repeat"] = repeat_statistics(vstack(repeats))
+    if heads:
+        out["head"] = head_summary(heads)
     if injection is not None and folders:
         out["injection"] = injection_recovery(artifact, read_field(folders[0]), injection, progress=progress)
     return out
+
+
+def head_readings(network: Map, truth: Table, config: EvalConfig) -> Table:
+    """Every detection the catalogue head decodes on ``network`` (p_real ≥ 0, inside the scored area),
+    with whether it is real (matched one to one to ``truth`` within ``config.radius``), its offset
+    from its match and its positional error (arcsec): what the reliability diagram and the positional
+    honesty are read from."""
+    from ..catalogue import extract_sources
+
+    head = extract_sources(network, method="head", p_min=0.0, min_flux_mjy=-np.inf, command="evaluation")
+    head = head[inner_region(head, network, config.edge_arcsec)]
+    det = SkyCoord(head["ra"], head["dec"], unit="deg")
+    ref = SkyCoord(truth["ra"], truth["dec"], unit="deg")
+    i_det, i_ref = match(det, np.asarray(head["flux"], float), ref, column_mjy(truth, f"flux_{TARGET_BAND}"),
+                         config.radius)
+    real = np.zeros(len(head), bool)
+    real[i_det] = True
+    offset = np.full(len(head), np.nan)
+    if len(i_det):
+        offset[i_det] = det[i_det].separation(ref[i_ref]).arcsec
+    return Table({"p_real": np.asarray(head["p_real"], float), "real": real, "offset": offset,
+                  "pos_err": np.asarray(head["pos_err"], float)})
+
+
+def head_summary(readings: list, min_count: int = 20) -> dict:
+    """The catalogue head's honesty on the scored fields (:func:`head_readings` pooled): per decile of
+    ``p_real`` with at least ``min_count`` detections its mean and the fraction real (a reliability
+    diagram; ``max_abs_difference`` the worst decile), and the median of offset / ``pos_err`` of the
+    real ones (a 2-D Gaussian's 1.18 when the positional errors are honest)."""
+    from ..cells import RAYLEIGH_MEDIAN
+
+    rows = vstack(readings)
+    p, real = np.asarray(rows["p_real"], float), np.asarray(rows["real"], bool)
+    deciles = []
+    for lo in np.arange(0.0, 1.0, 0.1):
+        sel = (p >= lo) & ((p < lo + 0.1) if lo < 0.85 else (p <= 1.0))
+        if sel.sum() >= min_count:
+            deciles.append({"p_lo": round(float(lo), 1), "n": int(sel.sum()), "mean_p_real": float(p[sel].mean()),
+                            "fraction_real": float(real[sel].mean())})
+    ratio = np.asarray(rows["offset"], float)[real] / np.asarray(rows["pos_err"], float)[real]
+    return {"reliability": deciles,
+            "max_abs_difference": max((abs(d["mean_p_real"] - d["fraction_real"]) for d in deciles),
+                                      default=float("nan")),
+            "offset_over_pos_err_median": float(np.nanmedian(ratio)) if len(ratio) else float("nan"),
+            "gaussian_median": RAYLEIGH_MEDIAN, "n_detections": int(len(rows)), "n_real": int(real.sum())}
 
 
 def matched_sources(catalogue: Table, truth: Table, config: EvalConfig) -> Table:
