@@ -17,12 +17,10 @@ import json
 import sys
 
 import numpy as np
-from astropy.table import vstack
-
 from astropy.coordinates import SkyCoord
 
 from galaxysr.catalogue import extract_sources, measured_plane
-from galaxysr.evaluate import EvalConfig, inner_region, score
+from galaxysr.evaluate import EvalConfig, inner_region, pool_fields, score
 from galaxysr.evaluate.metrics import isolated_bright, isolated_source_stats, robust_std
 from galaxysr.evaluate.runs import evaluation_fields
 from galaxysr.inference import load_artifact, super_resolve_maps
@@ -120,9 +118,9 @@ def readings(model: str, config: EvalConfig = EvalConfig()) -> dict:
         at = (SkyCoord(bright["ra"], bright["dec"], unit="deg"), column_mjy(bright, f"flux_{TARGET_BAND}"))
         drawn.append((network, *at))
         means.append((measured_plane(network), *at))
-    truth = vstack(truths, metadata_conflicts="silent")
-    head = vstack(heads, metadata_conflicts="silent")
-    out = {"model": model, "psf": summary(vstack(psf, metadata_conflicts="silent"), truth, config, "flux"),
+    # Pooled with each field turned apart (the fields share one sky position): matches stay within a field.
+    head, truth = pool_fields(zip(heads, truths))
+    out = {"model": model, "psf": summary(*pool_fields(zip(psf, truths)), config, "flux"),
            "primary_map": isolated_source_stats(drawn), "mean_map": isolated_source_stats(means)}
     real = is_real(head, truth, config)
     out["reliability"] = reliability(np.asarray(head["p_real"], float), real)

@@ -15,10 +15,9 @@ import sys
 from dataclasses import replace
 
 import numpy as np
-from astropy.table import vstack
 
 from galaxysr.catalogue import extract_sources
-from galaxysr.evaluate import EvalConfig, inner_region, score
+from galaxysr.evaluate import EvalConfig, inner_region, score_fields
 from galaxysr.evaluate.runs import evaluation_fields
 from galaxysr.inference import load_artifact, super_resolve_maps
 from galaxysr.instruments import TARGET_BAND
@@ -39,8 +38,7 @@ def readings(model: str, config: EvalConfig = EvalConfig()) -> dict:
             catalogues[reading].append(cat[inner_region(cat, network, config.edge_arcsec)])
     out = {"model": model, "flux_curves": sorted(artifact.calibration.flux_curves())}
     for reading, cats in catalogues.items():
-        result = score(vstack(cats, metadata_conflicts="silent"), vstack(truths, metadata_conflicts="silent"),
-                       f"flux_{TARGET_BAND}", config)
+        result = score_fields(list(zip(cats, truths)), f"flux_{TARGET_BAND}", config)
         bins = np.asarray(result["bins_mjy"])
         ratio = np.asarray(result["flux_ratio_16_50_84"], float)[:, 1]
         out[reading] = {"completeness_above_15mjy": result["completeness_above_15mjy"],

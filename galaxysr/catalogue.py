@@ -262,7 +262,7 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOO
     data = m.data.astype(np.float64)
     valid = np.isfinite(data)
     pixel = m.pixel_scale
-    reading = "error" if m.noise is not None else "scatter"
+    reading = "head" if method == "head" else "error" if m.noise is not None else "scatter"
     curve = m.flux_curves.get(reading) if calibrate and method in ("psf", "head") and fwhm is None else None
     fwhm = m.beam_fwhm if fwhm is None else fwhm
     fwhm_px = float((fwhm / pixel).decompose())

@@ -169,6 +169,16 @@ def _print_calibration(artifact, seed: int | None = None) -> None:
                 shown[round(node, 2)] = p
         print(f"catalogue head's p_real calibrated on {presence['n']} detections ({presence['n_real']} real): "
               + ", ".join(f"{p:.2f} at {presence['score']} {s:g}" for s, p in shown.items() if p is not None))
+    head = artifact.calibration.flux_curves().get("head")
+    if head is not None:
+        record = artifact.calibration.flux_scale["curves"]["head"]
+        print(f"catalogue head's forced fluxes calibrated on {record['n_pairs']} matched sources (median S_out/S_true "
+              f"above 9 mJy was {record['ratio_above_9mjy']:.3f}): factors "
+              + ", ".join(f"{f:.2f} at {s:.0f} mJy" for s, f in zip(head.nodes_mjy, head.factors)))
+    confusion = artifact.calibration.confusion_mjy()
+    if confusion:
+        print("confusion the refined catalogue leaves in the SPIRE maps (predict --refine reads chi2 against it): "
+              + ", ".join(f"{c:.2f} mJy/beam at {band[-3:]} µm" for band, c in confusion.items()))
     _print_health(artifact.meta, seed)
 
 

@@ -239,3 +239,30 @@ def test_flux_curve_refuses_nonsense():
         with pytest.raises(ValueError, match="FluxCurve"):
             FluxCurve(nodes, factors)
     assert FluxCurve((10.0,), (1.1,))(np.array([1.0, 100.0])).tolist() == [1.1, 1.1]  # flat beyond the nodes
+
+
+def test_pooled_fields_match_only_within_their_own_field():
+    """The simulated fields share one sky position: a detection of one field must not be scored
+    against a source of another that happens to lie under it."""
+    from astropy.table import Table
+
+    from galaxysr.evaluate import EvalConfig, pool_fields, score, score_fields
+
+    a_cat = Table({"ra": [150.0] * u.deg, "dec": [2.0] * u.deg, "flux": [20.0] * u.mJy})  # a false detection
+    a_truth = Table({"ra": [150.2] * u.deg, "dec": [2.1] * u.deg, "flux_scuba2_450": [20.0] * u.mJy})
+    b_cat = Table({"ra": [150.3] * u.deg, "dec": [2.0] * u.deg, "flux": [20.0] * u.mJy})
+    b_truth = Table({"ra": [150.0 + 1 / 3600] * u.deg, "dec": [2.0] * u.deg, "flux_scuba2_450": [20.0] * u.mJy})
+    config = EvalConfig()
+    from astropy.table import vstack
+
+    naive = score(vstack([a_cat, b_cat]), vstack([a_truth, b_truth]), "flux_scuba2_450", config)
+    assert naive["n_matched"] == 1  # the cross-field match the pooling must not make
+    pooled = score_fields([(a_cat, a_truth), (b_cat, b_truth)], "flux_scuba2_450", config)
+    assert pooled["n_matched"] == 0 and pooled["n_detections"] == 2 and pooled["n_reference"] == 2
+    # Within a field nothing changes: separations are kept exactly.
+    cat, truth = pool_fields([(a_cat, a_truth), (b_cat, b_truth)])
+    assert cat["ra"].unit == u.deg
+    sep = SkyCoord(cat["ra"][1], cat["dec"][1], unit="deg").separation(
+        SkyCoord(truth["ra"][1], truth["dec"][1], unit="deg")).arcsec
+    assert sep == pytest.approx(SkyCoord(b_cat["ra"][0], b_cat["dec"][0], unit="deg").separation(
+        SkyCoord(b_truth["ra"][0], b_truth["dec"][0], unit="deg")).arcsec, rel=1e-6)

@@ -52,11 +52,9 @@ def catalogue_health(maps: list) -> dict:
     (:func:`galaxysr.catalogue.extract_sources`) of ``maps`` — (super-resolved Map, truth)
     pairs of simulated fields, :func:`galaxysr.evaluate.runs.calibration_maps` — against
     their truth (inner regions, as the evaluation scores them)."""
-    from astropy.table import vstack
-
     from ..catalogue import extract_sources
     from ..instruments import TARGET_BAND
-    from .metrics import EvalConfig, inner_region, score
+    from .metrics import EvalConfig, inner_region, score_fields
 
     config = EvalConfig()
     catalogues, truths = [], []
@@ -64,8 +62,7 @@ def catalogue_health(maps: list) -> dict:
         cat = extract_sources(network, snr=config.snr, min_flux_mjy=config.min_flux_mjy, command="calibration")
         catalogues.append(cat[inner_region(cat, network, config.edge_arcsec)])
         truths.append(truth)
-    result = score(vstack(catalogues, metadata_conflicts="silent"), vstack(truths, metadata_conflicts="silent"),
-                   f"flux_{TARGET_BAND}", config)
+    result = score_fields(list(zip(catalogues, truths)), f"flux_{TARGET_BAND}", config)
     return {"completeness_above_15mjy": result["completeness_above_15mjy"],
             "median_flux_ratio_above_9mjy": result["median_flux_ratio_above_9mjy"],
             "n_detections": result["n_detections"], "n_reference": result["n_reference"]}

@@ -16,6 +16,7 @@ from astropy.table import Table, vstack
 from ..config import SKIES
 from ..baselines import mean_colour, native_250, richardson_lucy, truth_convolved, wiener
 from ..catalogue import DEFAULT_METHOD, extract_sources
+from ..cells import presence_cards
 from ..config import HEAD_P_MIN
 from ..instruments import TARGET_BAND
 from ..maps import FLUX_READINGS, Field, Map, MapError, read_field, reproject_map
@@ -23,7 +24,7 @@ from ..simulate import SIMULATOR_VERSION, SimulationConfig, SkyPrior, column_mjy
 from .injection import InjectionConfig, injection_recovery
 from .metrics import (ERROR_BINS_MJY, EvalConfig, calibrate_errors, error_statistics, fit_flux_curve, inner_region,
                       isolated_bright,
-                      isolated_source_stats, jsonable, match, paired_offsets, plain_peaks, robust_std, score,
+                      isolated_source_stats, jsonable, match, paired_offsets, plain_peaks, robust_std, score, score_fields,
                       split_sources)
 
 
@@ -141,15 +142,13 @@ def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig()
             example = {"field": field, "maps": maps}
     results = {}
     for name, pairs in pooled.items():
-        scores = score(vstack([c for c, _ in pairs], metadata_conflicts="silent"),
-                       vstack([t for _, t in pairs], metadata_conflicts="silent"), f"flux_{TARGET_BAND}", config)
+        scores = score_fields(pairs, f"flux_{TARGET_BAND}", config)
         scores["isolated"] = isolated_source_stats(fwhm_stamps[name])
         scores["output_fwhm_arcsec"] = scores["isolated"]["fwhm_arcsec"]
         results[name] = scores
     plain_scores = {}
     for name, pairs in plain.items():
-        scores = score(vstack([c for c, _ in pairs], metadata_conflicts="silent"),
-                       vstack([t for _, t in pairs], metadata_conflicts="silent"), f"flux_{TARGET_BAND}", config)
+        scores = score_fields(pairs, f"flux_{TARGET_BAND}", config)
         parts = splits[name]
         n = sum(p["n_sources"] for p in parts)
         scores["split"] = {"n_sources": n, "n_split": sum(p["n_split"] for p in parts),
@@ -362,8 +361,7 @@ def measure_flux_scale(maps: list, config: EvalConfig = EvalConfig()) -> dict:
     (``n_pairs``); too few pairs: no nodes, ``not_fitted`` says why, and nothing is applied.
     """
     out = {"curves": {}}
-    truths = vstack([truth for _, truth in maps], metadata_conflicts="silent")
-    for reading in FLUX_READINGS:
+    for reading in ("error", "scatter"):
         pairs, catalogues = [], []
         for network, truth in maps:
             shown = network if reading == "error" else replace(network, noise=None)
@@ -372,7 +370,7 @@ def measure_flux_scale(maps: list, config: EvalConfig = EvalConfig()) -> dict:
             cat = cat[inner_region(cat, network, config.edge_arcsec)]
             catalogues.append(cat)
             pairs.append(matched_sources(cat, truth, config))
-        result = score(vstack(catalogues, metadata_conflicts="silent"), truths, f"flux_{TARGET_BAND}", config)
+        result = score_fields([(c, t) for c, (_, t) in zip(catalogues, maps)], f"flux_{TARGET_BAND}", config)
         matched = vstack(pairs)
         record = {"n_pairs": len(matched), "ratio_above_9mjy": float(result["median_flux_ratio_above_9mjy"])}
         try:
@@ -384,6 +382,30 @@ def measure_flux_scale(maps: list, config: EvalConfig = EvalConfig()) -> dict:
             out |= {"network_ratio": float(result["median_flux_ratio_above_9mjy"]),
                     "n_matched": result["n_matched"]}
     return out
+
+
+def measure_head_flux_curve(maps: list, p_min: float = HEAD_P_MIN, config: EvalConfig = EvalConfig()) -> dict:
+    """The flux curve of a catalogue-head network's forced fluxes (the ``head`` reading of
+    :data:`galaxysr.maps.FLUX_READINGS`: its map fitted at the head's positions, which are not the
+    PSF fit's) on :func:`calibration_maps` (the training distribution): :func:`fit_flux_curve` of
+    the detections with ``p_real`` ≥ ``p_min`` matched to the truth, with the median ratio above
+    9 mJy before it and the number of pairs. Needs the model's presence calibration (p_real)."""
+    from ..catalogue import extract_sources
+
+    pairs = []
+    for network, truth in maps:
+        cat = extract_sources(network, method="head", p_min=p_min, min_flux_mjy=config.min_flux_mjy,
+                              command="calibration", calibrate=False)
+        pairs.append(matched_sources(cat[inner_region(cat, network, config.edge_arcsec)], truth, config))
+    matched = vstack(pairs)
+    flux, true = np.asarray(matched["flux"], float), np.asarray(matched["flux_true"], float)
+    record = {"n_pairs": len(matched), "ratio_above_9mjy": float(np.median(flux[true >= 9] / true[true >= 9]))
+              if np.any(true >= 9) else float("nan")}
+    try:
+        record |= fit_flux_curve(flux, true).to_dict()
+    except ValueError as error:
+        record["not_fitted"] = str(error)
+    return record
 
 
 def measure_reobservation(maps: list, folders, method: str = DEFAULT_METHOD, p_min: float = HEAD_P_MIN,
@@ -497,6 +519,14 @@ def calibrate_artifact(artifact, data, progress: bool = False):
             artifact = record_calibration(artifact, presence=measure_presence(maps))
         except ValueError as error:  # a head that finds nothing real (or nothing false) cannot be calibrated
             warnings.warn(f"{artifact.path}: the catalogue head's p_real is not calibrated: {error}", stacklevel=2)
+        else:
+            with_p = [(replace(network, meta=network.meta | presence_cards(artifact.calibration.presence)), truth)
+                      for network, truth in maps]
+            scale = {**scale, "curves": {**scale["curves"], "head": measure_head_flux_curve(with_p)}}
+            artifact = record_calibration(artifact, flux_scale=scale)
+            again = [(replace(network, flux_curves=artifact.calibration.flux_curves(),
+                              meta=network.meta | presence_cards(artifact.calibration.presence)), truth)
+                     for network, truth in maps]
     artifact = record_calibration(artifact, reobservation=measure_reobservation(again or maps, folders))
     failed = None
     if artifact.config.uncertainty_head:

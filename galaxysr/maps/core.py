@@ -33,9 +33,10 @@ FLAG_LOW_COVERAGE = 8   # an input map's noise here is over twice its median
 
 #: How a catalogue can read a map's sources: detected and fitted against its uncertainty
 #: plane (``error``, a super-resolved map as it is written) or against its sigma-clipped
-#: scatter (``scatter``, a map without one). The two fit weights give different fluxes, so a
+#: scatter (``scatter``, a map without one) — the two fit weights give different fluxes —, or
+#: at the catalogue head's positions (``head``: forced photometry, positions not fitted). A
 #: :class:`FluxCurve` is measured for each.
-FLUX_READINGS = ("error", "scatter")
+FLUX_READINGS = ("error", "scatter", "head")
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ class FluxCurve:
 
 def flux_curve_cards(curves: dict) -> dict:
     """FITS cards recording ``curves`` (reading → :class:`FluxCurve`): ``FC<R>N`` the number
-    of nodes, ``FC<R>S<i>`` and ``FC<R>F<i>`` the nodes (mJy) and factors, R = E (error) or S
-    (scatter)."""
+    of nodes, ``FC<R>S<i>`` and ``FC<R>F<i>`` the nodes (mJy) and factors, R = E (error), S
+    (scatter) or H (head)."""
     cards = {}
     for reading, curve in curves.items():
         r = reading[0].upper()
