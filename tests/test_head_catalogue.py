@@ -8,6 +8,7 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
+from astropy.table import Table
 from astropy.wcs import WCS
 
 from galaxysr.catalogue import HEAD_COLUMNS, extract_sources
@@ -163,8 +164,9 @@ def test_the_engine_carries_every_tiles_cells_onto_one_grid(head_artifact, tmp_p
 
 def test_the_presence_calibration_learns_how_often_a_score_is_real_on_fields_with_truth():
     """measure_presence on maps whose head states every true source surely and adds unsure false
-    ones: p_real is ≈ 1 at the sure score and ≈ 0 at the unsure one. The head's positions and
-    log-fluxes scatter 3× more than its σ's say: the calibration's σ scales read ≈ 3."""
+    ones: p_real is ≈ 1 at the sure score and ≈ 0 at the unsure one. The network's positions (its
+    head's and its map's alike) and its log-fluxes scatter 3× more than its σ's say: the
+    calibration's σ scales read ≈ 3."""
     from galaxysr.evaluate import EvalConfig, measure_presence
 
     maps = []
@@ -176,6 +178,11 @@ def test_the_presence_calibration_learns_how_often_a_score_is_real_on_fields_wit
         cells[..., 3:5], cells[..., 9:13] = np.log(0.1), np.log(0.02)  # stated: 0.1 cells, 0.02 dex
         cells[held, 1:3] += jitter.normal(0, 0.3, (held.sum(), 2))      # true scatter: 0.3 cells
         cells[held, 5:9] += jitter.normal(0, 0.06, (held.sum(), 4))     # and 0.06 dex
+        # The map holds the sources where the network places them (its positions refine on it).
+        iy, ix = np.nonzero(held)
+        ra, dec = m.wcs.pixel_to_world_values(2 * ix + 0.5 + 2 * cells[iy, ix, 2], 2 * iy + 0.5 + 2 * cells[iy, ix, 1])
+        placed = Table({"ra": ra, "dec": dec, "flux_scuba2_450": 10 ** m.cells[iy, ix, 7]})
+        m = replace(m, data=_drawn(placed, m.wcs, m.shape, seed))
         empty = np.argwhere(cells[..., 0] < 0)
         rng = np.random.default_rng(seed)
         for i, j in empty[rng.choice(len(empty), 12, replace=False)]:

@@ -19,7 +19,7 @@ from ..catalogue import DEFAULT_METHOD, extract_sources
 from ..cells import presence_cards
 from ..config import HEAD_P_MIN
 from ..instruments import TARGET_BAND
-from ..maps import FLUX_READINGS, Field, Map, MapError, read_field, reproject_map
+from ..maps import Field, Map, MapError, read_field, reproject_map
 from ..simulate import SIMULATOR_VERSION, SimulationConfig, SkyPrior, column_mjy, held_out_simulation
 from .injection import InjectionConfig, injection_recovery
 from .metrics import (ERROR_BINS_MJY, EvalConfig, calibrate_errors, error_statistics, fit_flux_curve, inner_region,
@@ -389,7 +389,9 @@ def measure_head_flux_curve(maps: list, p_min: float = HEAD_P_MIN, config: EvalC
     :data:`galaxysr.maps.FLUX_READINGS`: its map fitted at the head's positions, which are not the
     PSF fit's) on :func:`calibration_maps` (the training distribution): :func:`fit_flux_curve` of
     the detections with ``p_real`` ≥ ``p_min`` matched to the truth, with the median ratio above
-    9 mJy before it and the number of pairs. Needs the model's presence calibration (p_real)."""
+    9 mJy before it and the number of pairs (``head``); and the factors that then make their
+    errors honest (``head_error``: :func:`calibrate_errors` of the calibrated fluxes, per bin of
+    measured flux). Needs the model's presence calibration (p_real)."""
     from ..catalogue import extract_sources
 
     pairs = []
@@ -402,10 +404,16 @@ def measure_head_flux_curve(maps: list, p_min: float = HEAD_P_MIN, config: EvalC
     record = {"n_pairs": len(matched), "ratio_above_9mjy": float(np.median(flux[true >= 9] / true[true >= 9]))
               if np.any(true >= 9) else float("nan")}
     try:
-        record |= fit_flux_curve(flux, true).to_dict()
+        curve = fit_flux_curve(flux, true)
     except ValueError as error:
         record["not_fitted"] = str(error)
-    return record
+        return {"head": record}
+    factor = curve(flux)
+    calibrated = Table({"flux": flux * factor, "flux_err": np.asarray(matched["flux_err"], float) * factor,
+                        "flux_true": true})
+    errors = calibrate_errors(calibrated)
+    return {"head": record | curve.to_dict(),
+            "head_error": {"nodes_mjy": errors["flux_mjy"], "factors": errors["factor"], "n_pairs": len(matched)}}
 
 
 def measure_reobservation(maps: list, folders, method: str = DEFAULT_METHOD, p_min: float = HEAD_P_MIN,
@@ -522,7 +530,7 @@ def calibrate_artifact(artifact, data, progress: bool = False):
         else:
             with_p = [(replace(network, meta=network.meta | presence_cards(artifact.calibration.presence)), truth)
                       for network, truth in maps]
-            scale = {**scale, "curves": {**scale["curves"], "head": measure_head_flux_curve(with_p)}}
+            scale = {**scale, "curves": {**scale["curves"], **measure_head_flux_curve(with_p)}}
             artifact = record_calibration(artifact, flux_scale=scale)
             again = [(replace(network, flux_curves=artifact.calibration.flux_curves(),
                               meta=network.meta | presence_cards(artifact.calibration.presence)), truth)

@@ -15,7 +15,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from ..instruments import Band
 
 __all__ = ["MJY_PER_BEAM", "MJY_PER_PIXEL", "FLAG_BLENDED", "FLAG_EDGE", "FLAG_FILLED", "FLAG_LOW_COVERAGE", "MapError",
-           "Map", "FluxCurve", "FLUX_READINGS", "flux_curve_cards", "flux_curves_from_header", "convert_factor",
+           "Map", "FluxCurve", "FLUX_READINGS", "CURVE_LETTERS", "flux_curve_cards", "flux_curves_from_header", "convert_factor",
            "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout", "extension_header", "cells_cube",
            "residual_extension", "RESIDUAL_CARDS"]
 
@@ -37,6 +37,10 @@ FLAG_LOW_COVERAGE = 8   # an input map's noise here is over twice its median
 #: at the catalogue head's positions (``head``: forced photometry, positions not fitted). A
 #: :class:`FluxCurve` is measured for each.
 FLUX_READINGS = ("error", "scatter", "head")
+#: The letter each calibration curve a map carries goes by in its header cards (``FC<letter>…``):
+#: the flux curve of each reading, and ``head_error``, the factors of the catalogue head's forced
+#: flux errors.
+CURVE_LETTERS = {"error": "E", "scatter": "S", "head": "H", "head_error": "Z"}
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,11 @@ class FluxCurve:
 
 def flux_curve_cards(curves: dict) -> dict:
     """FITS cards recording ``curves`` (reading → :class:`FluxCurve`): ``FC<R>N`` the number
-    of nodes, ``FC<R>S<i>`` and ``FC<R>F<i>`` the nodes (mJy) and factors, R = E (error), S
-    (scatter) or H (head)."""
+    of nodes, ``FC<R>S<i>`` and ``FC<R>F<i>`` the nodes (mJy) and factors, R the curve's letter
+    (:data:`CURVE_LETTERS`)."""
     cards = {}
     for reading, curve in curves.items():
-        r = reading[0].upper()
+        r = CURVE_LETTERS[reading]
         cards[f"FC{r}N"] = (len(curve.nodes_mjy), f"catalogue flux calibration nodes ({reading} reading)")
         for i, (node, factor) in enumerate(zip(curve.nodes_mjy, curve.factors), 1):
             cards[f"FC{r}S{i}"] = (round(float(node), 4), "[mJy] measured flux of the node")
@@ -91,8 +95,7 @@ def flux_curve_cards(curves: dict) -> dict:
 def flux_curves_from_header(keywords) -> dict:
     """The :class:`FluxCurve` per reading recorded by :func:`flux_curve_cards` (empty if none)."""
     curves = {}
-    for reading in FLUX_READINGS:
-        r = reading[0].upper()
+    for reading, r in CURVE_LETTERS.items():
         n = keywords.get(f"FC{r}N")
         if isinstance(n, int) and n > 0:
             curves[reading] = FluxCurve(tuple(float(keywords[f"FC{r}S{i}"]) for i in range(1, n + 1)),
