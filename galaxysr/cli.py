@@ -271,6 +271,10 @@ def _predict(args) -> int:
 
     out = Path(args.output)
     artifact = load_artifact(args.model)
+    if args.catalogue_method is None:  # the model's own catalogue: its head's when it has one
+        from .catalogue import DEFAULT_METHOD
+
+        args.catalogue_method = "head" if "cells" in artifact.config.output_channels else DEFAULT_METHOD
     try:
         maps = input_maps(artifact, Path(args.spire250), args.spire350, args.spire500)
     except MissingBandError as error:
@@ -365,10 +369,11 @@ def _add_predict(sub, light: bool = False) -> None:
     p.add_argument("--priors", default=None, help="also write the source positions as an XID+ prior list (FITS)")
     p.add_argument("--snr", type=float, default=4.0, help="detection S/N against the output's ERROR plane")
     p.add_argument("--min-flux", type=float, default=2.0, help="detection floor (mJy/beam)")
-    p.add_argument("--catalogue-method", choices=CATALOGUE_METHODS, default=CATALOGUE_METHODS[0],
-                   help="psf: PSF fits on the map; sky: components of the SKYMODEL grouped within half a beam; "
-                        "head: the catalogue head's sources (a model trained with --catalogue-head), fluxes fitted "
-                        "on the map at their positions, p_real and four-band posteriors")
+    p.add_argument("--catalogue-method", choices=CATALOGUE_METHODS, default=None,
+                   help="head: the catalogue head's sources, their positions refined and fluxes fitted on the "
+                        "per-pixel map, p_real and four-band posteriors (the default for a model with a catalogue "
+                        "head); psf: PSF fits on the per-pixel map (the default for a model without one); sky: "
+                        "components of the SKYMODEL grouped within half a beam")
     p.add_argument("--p-min", type=float, default=HEAD_P_MIN,
                    help="--catalogue-method head: the least p_real (calibrated probability that a source is real) "
                         "kept; --snr does not apply there")

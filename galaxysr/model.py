@@ -144,10 +144,11 @@ class ModelConfig(ConfigRecord):
         Give the sky-model head a decoder level of its own at the output pixel scale, with
         the input maps as its skip connection (see build_generator).
     catalogue_head : bool
-        Add the per-cell catalogue head (:func:`_catalogue_head`): for every 4″ cell of the last
-        decoder level, the logit that a source is centred there, its position in the cell and
-        log10 fluxes in :data:`galaxysr.cells.CATALOGUE_BANDS` (means and log σ), trained by
-        :class:`galaxysr.losses.CatalogueLoss` on the simulated truth.
+        Add the per-cell catalogue head (:func:`_catalogue_head`; default since 0.5): for every 4″
+        cell of the last decoder level, the logit that a source is centred there, its position in
+        the cell and log10 fluxes in :data:`galaxysr.cells.CATALOGUE_BANDS` (means and log σ),
+        trained by :class:`galaxysr.losses.CatalogueLoss` on the simulated truth. Models saved
+        before it existed have none.
     cell_min_flux_mjy : float
         What "a source in this cell" means for the catalogue head: a blend of at least this
         target-band flux (mJy). 2 mJy at 450 µm: ≈ 3σ of the 7.9″ map's confusion and depth.
@@ -178,8 +179,9 @@ class ModelConfig(ConfigRecord):
     output: str = "sky_model"
     sky_oversample: int = 2
     full_resolution_head: bool = False
-    catalogue_head: bool = option(False, flag="--catalogue-head",
-                                  help="add the per-cell probabilistic catalogue head (galaxysr.cells)")
+    catalogue_head: bool = option(True, flag="--no-catalogue-head", negate=True,
+                                  help="no per-cell probabilistic catalogue head (galaxysr.cells): the map "
+                                       "alone, catalogued by PSF fits, as galaxysr 0.4")
     cell_min_flux_mjy: float = 2.0
 
     def __post_init__(self):
@@ -238,7 +240,7 @@ class ModelConfig(ConfigRecord):
 
     #: Models written before these existed had none of them (and painted the map itself).
     LEGACY: ClassVar[dict] = {"noise_inputs": False, "upsampling": "transpose", "uncertainty_head": False,
-                              "output": "map"}
+                              "output": "map", "catalogue_head": False}
     WHAT: ClassVar[str] = "model setting(s)"
 
     @classmethod

@@ -12,11 +12,11 @@ __all__ = ["METHOD_LABELS", "COLOURS", "evaluation_figures", "injection_figure",
            "offsets", "beams", "counts_figure", "field_bands_figure"]
 
 METHOD_LABELS = {"network": "galaxysr network", "network_sky": "galaxysr network, sky-model components",
-                 "network_head": "galaxysr network, catalogue head",
+                 "network_psf": "galaxysr network, PSF fits on its per-pixel map",
                  "native_250": "SPIRE 250 native × colour",
                  "richardson_lucy": "Richardson–Lucy 250", "wiener": "Wiener 250",
                  "truth": f"truth ⊗ {BANDS[TARGET_BAND].fwhm.value:g}″ beam (upper bound)"}
-COLOURS = {"network": "C3", "network_sky": "C4", "network_head": "C5", "native_250": "C0", "richardson_lucy": "C1", "wiener": "C2", "truth": "k", "scuba2": "k"}
+COLOURS = {"network": "C3", "network_sky": "C4", "network_psf": "C5", "native_250": "C0", "richardson_lucy": "C1", "wiener": "C2", "truth": "k", "scuba2": "k"}
 
 
 def _subplots(*args, **kwargs):
@@ -82,7 +82,7 @@ def reliability_diagram(head: dict, path: Path) -> Path:
     rows = head["reliability"]
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, label="calibrated")
     ax.fill_between([0, 1], [-0.05, 0.95], [0.05, 1.05], color="0.9", label="±0.05")
-    ax.plot([r["mean_p_real"] for r in rows], [r["fraction_real"] for r in rows], "o-", color=COLOURS["network_head"],
+    ax.plot([r["mean_p_real"] for r in rows], [r["fraction_real"] for r in rows], "o-", color=COLOURS["network"],
             label="catalogue head")
     for r in rows:
         ax.annotate(str(r["n"]), (r["mean_p_real"], r["fraction_real"]), fontsize=6, xytext=(3, -8),

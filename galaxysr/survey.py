@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from astropy import units as u
 
 from .catalogue import DEFAULT_METHOD
 
@@ -219,7 +220,15 @@ def assemble(job, blocks: list[Block], block_dir: Path, out_path: Path, overwrit
     config = job.artifact.config
     with_error = config.uncertainty_head
     f = config.sky_oversample if config.has_sky else 0
-    writer = MapWriter(job.template(), job.shape, out_path, overwrite, with_error=with_error, sky_oversample=f)
+    template = job.template()
+    if "cells" in config.output_channels:
+        # predict.py draws a catalogue-head network's map from its catalogue (in memory); a survey
+        # mosaic is its per-pixel map, whose sources are wider than the beam: say how wide.
+        measured = job.artifact.calibration.fwhm_arcsec
+        template = replace(template, fwhm=None if measured is None else measured * u.arcsec,
+                           meta={**template.meta, "GSRPLANE": ("per-pixel map", "survey mosaic: not drawn from the "
+                                                                "catalogue head (docs/survey.md)")})
+    writer = MapWriter(template, job.shape, out_path, overwrite, with_error=with_error, sky_oversample=f)
     try:
         by_row: dict[int, list[Block]] = {}
         for block in blocks:

@@ -96,7 +96,8 @@ def test_the_head_is_trained_through_the_unet_on_simulated_steps_only():
 
 
 def test_a_model_with_the_head_starts_from_one_without_and_its_head_learns(tmp_path, sim_dir):  # noqa: F811
-    first = tiny_config(tmp_path / "first", sim_dir, epochs=1, steps_per_epoch=2)
+    first = tiny_config(tmp_path / "first", sim_dir, model=replace(TINY_MODEL, catalogue_head=False), epochs=1,
+                        steps_per_epoch=2)
     train(first, progress=False)
     headed = replace(TINY_MODEL, catalogue_head=True)
     second = tiny_config(tmp_path / "second", sim_dir, model=headed, epochs=6, steps_per_epoch=10,
@@ -136,8 +137,9 @@ def test_a_cell_the_head_is_sure_of_decodes_to_its_source_and_a_split_one_to_one
 def test_the_head_needs_a_sky_model_network_and_old_models_have_none():
     with pytest.raises(ValueError, match="catalogue head needs a sky-model network"):
         ModelConfig(output="map", catalogue_head=True)
-    assert not ModelConfig.from_dict({"tile": 128}).catalogue_head
-    assert "cells" not in ModelConfig().output_channels
+    assert not ModelConfig.from_dict({"tile": 128}).catalogue_head  # a model saved before the head existed
+    assert "cells" in ModelConfig().output_channels  # the default since 0.5
+    assert "cells" not in ModelConfig(catalogue_head=False).output_channels
     assert ModelConfig(catalogue_head=True).output_channels["cells"].stop - \
         ModelConfig(catalogue_head=True).output_channels["cells"].start == CELL_CHANNELS
 

@@ -234,7 +234,8 @@ def test_calibration_record_round_trips_and_old_models_read_theirs_from_config(t
                                   flux_scale=scale)
     assert artifact.calibration == Calibration(effective_beam=beam, errors=errors, flux_scale=scale)  # kept
     assert json.loads((folder / "calibration.json").read_text()) == {"effective_beam": beam, "errors": errors,
-                                                                     "flux_scale": scale, "presence": None}
+                                                                     "flux_scale": scale, "presence": None,
+                                                                     "reobservation": None}
     artifact = record_calibration(artifact, presence=presence)
     assert artifact.calibration == Calibration(effective_beam=beam, errors=errors, flux_scale=scale,
                                                presence=presence)

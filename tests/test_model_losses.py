@@ -194,7 +194,7 @@ def test_flux_scaling_round_trip_and_ceiling():
 
 @pytest.mark.parametrize("upsampling", ["transpose", "subpixel", "subpixel_head"])
 def test_legacy_map_generator_shapes_and_range(upsampling):
-    config = ModelConfig(depth=4, base_filters=4, tile=64, upsampling=upsampling, output="map")
+    config = ModelConfig(depth=4, base_filters=4, tile=64, upsampling=upsampling, output="map", catalogue_head=False)
     assert config.n_channels == 6  # three maps and their noise
     model = build_generator(config)
     out = model(np.random.rand(2, 64, 96, 6).astype("float32"))
@@ -208,8 +208,9 @@ def test_legacy_map_generator_shapes_and_range(upsampling):
 
 
 def test_sky_model_generator_outputs_map_error_and_packed_sky():
-    config = ModelConfig(depth=4, base_filters=4, tile=64)
+    config = ModelConfig(depth=4, base_filters=4, tile=64, catalogue_head=False)
     assert config.output_channels == {"map": slice(0, 1), "error": slice(1, 2), "sky": slice(2, 6)}
+    assert ModelConfig(depth=4, base_filters=4, tile=64).output_channels["cells"] == slice(6, 19)  # the default
     out = build_generator(config)(np.random.rand(2, 64, 96, 6).astype("float32")).numpy()
     assert out.shape == (2, 64, 96, 6)  # map, its error scale, a 1″ sky packed 2 × 2 per 2″ pixel
     assert out[..., 0].min() >= 0 and out[..., 1].min() > 0 and out[..., 2:].min() >= 0

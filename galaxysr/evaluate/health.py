@@ -59,7 +59,8 @@ def catalogue_health(maps: list) -> dict:
     config = EvalConfig()
     catalogues, truths = [], []
     for network, truth in maps:
-        cat = extract_sources(network, snr=config.snr, min_flux_mjy=config.min_flux_mjy, command="calibration")
+        cat = extract_sources(network, snr=config.snr, min_flux_mjy=config.min_flux_mjy, command="calibration",
+                              method="psf")
         catalogues.append(cat[inner_region(cat, network, config.edge_arcsec)])
         truths.append(truth)
     result = score_fields(list(zip(catalogues, truths)), f"flux_{TARGET_BAND}", config)

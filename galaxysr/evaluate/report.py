@@ -58,7 +58,7 @@ def per_bin_table(results: dict) -> str:
 
 
 #: Methods that are not baselines: the network itself (both catalogues) and the truth upper bound.
-NOT_BASELINES = ("network", "network_sky", "network_head", "truth")
+NOT_BASELINES = ("network", "network_psf", "network_sky", "truth")
 
 
 def plain_table(results: dict) -> str:

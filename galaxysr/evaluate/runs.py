@@ -15,7 +15,7 @@ from astropy.table import Table, vstack
 
 from ..config import SKIES
 from ..baselines import mean_colour, native_250, richardson_lucy, truth_convolved, wiener
-from ..catalogue import DEFAULT_METHOD, extract_sources
+from ..catalogue import default_method, extract_sources
 from ..cells import presence_cards
 from ..config import HEAD_P_MIN
 from ..instruments import TARGET_BAND
@@ -30,23 +30,23 @@ from .metrics import (ERROR_BINS_MJY, EvalConfig, calibrate_errors, error_statis
 
 #: How each method's catalogue is extracted (:func:`galaxysr.catalogue.extract_sources`
 #: ``method``): the network's default catalogue (PSF fits), and its sky model's components beside it.
-EXTRACTION = {"network": "psf", "network_sky": "sky", "network_head": "head"}
+EXTRACTION = {"network": None, "network_psf": "psf", "network_sky": "sky"}
 #: The network's maps catalogued other ways than the default (the same map, one plain reading).
-SAME_MAP = ("network_sky", "network_head")
+SAME_MAP = ("network_psf", "network_sky")
 
 
 def method_maps(field: Field, network: Map, colour: float) -> dict[str, Map]:
-    """The network output (catalogued by PSF fits on the map; again from its sky model's components
-    when it has one, and from its catalogue head's cells when it has those) and every baseline, for
-    one field."""
+    """The network output (catalogued its default way — the catalogue head's for a head model, else
+    PSF fits on the map —, for a head model again by PSF fits, and from its sky model's components
+    when it has one) and every baseline, for one field."""
     m250 = field["spire_250"]
     # Sources are found against each map's own sigma-clipped scatter (with a floor), the
     # same way for every method; the network's error map is scored separately.
     maps = {"network": replace(network, noise=None)}
     if network.sky_model is not None:
         maps["network_sky"] = maps["network"]
-    if network.cells is not None:
-        maps["network_head"] = maps["network"]
+    if network.cells is not None:  # its default catalogue is the head's: PSF fits beside it
+        maps["network_psf"] = maps["network"]
     maps |= {"native_250": native_250(m250, colour),
             "richardson_lucy": richardson_lucy(m250, network.wcs, network.shape, colour),
             "wiener": wiener(m250, network.wcs, network.shape, colour)}
@@ -119,7 +119,7 @@ def evaluate_simulated(folders, artifact=None, config: EvalConfig = EvalConfig()
         bright_at = (SkyCoord(bright["ra"], bright["dec"], unit="deg"), column_mjy(bright, f"flux_{TARGET_BAND}"))
         for name, m in maps.items():
             cat = extract_sources(m, snr=config.snr, min_flux_mjy=config.min_flux_mjy,
-                                  method=EXTRACTION.get(name, "psf"))
+                                  method=EXTRACTION.get(name, "psf"))  # None: the map's default
             cat = cat[inner_region(cat, network, config.edge_arcsec)]
             pooled.setdefault(name, []).append((cat, truth))
             fwhm_stamps.setdefault(name, []).append((m, *bright_at))
@@ -310,7 +310,7 @@ def source_errors(artifact, folders, config: EvalConfig = EvalConfig(), progress
     :func:`calibration_maps`, if already made."""
     rows = []
     for network, truth in maps or calibration_maps(artifact, folders, progress):
-        cat = extract_sources(network, snr=snr, command="calibration")
+        cat = extract_sources(network, snr=snr, command="calibration", method="psf")
         rows.append(matched_sources(cat[inner_region(cat, network, config.edge_arcsec)], truth, config))
     return vstack(rows) if rows else Table(names=("flux", "flux_err", "flux_true"))
 
@@ -366,7 +366,7 @@ def measure_flux_scale(maps: list, config: EvalConfig = EvalConfig()) -> dict:
         for network, truth in maps:
             shown = network if reading == "error" else replace(network, noise=None)
             cat = extract_sources(shown, snr=config.snr, min_flux_mjy=config.min_flux_mjy, command="calibration",
-                                  calibrate=False)
+                                  calibrate=False, method="psf")
             cat = cat[inner_region(cat, network, config.edge_arcsec)]
             catalogues.append(cat)
             pairs.append(matched_sources(cat, truth, config))
@@ -416,12 +416,13 @@ def measure_head_flux_curve(maps: list, p_min: float = HEAD_P_MIN, config: EvalC
             "head_error": {"nodes_mjy": errors["flux_mjy"], "factors": errors["factor"], "n_pairs": len(matched)}}
 
 
-def measure_reobservation(maps: list, folders, method: str = DEFAULT_METHOD, p_min: float = HEAD_P_MIN,
+def measure_reobservation(maps: list, folders, method: str | None = None, p_min: float = HEAD_P_MIN,
                           config: EvalConfig = EvalConfig()) -> dict:
     """The confusion of the sources a model's catalogue does not list, per SPIRE band, on
     :func:`calibration_maps` of the simulated field ``folders`` (the training distribution, never
-    the held-out sky): the catalogue ``predict --refine`` writes (``method``, at ``config.snr`` and
-    the default floor, or ``p_real`` ≥ ``p_min``), its SPIRE fluxes refined on the field's SPIRE maps
+    the held-out sky): the catalogue ``predict --refine`` writes (``method``, by default the map's
+    own, :func:`galaxysr.catalogue.default_method`; at ``config.snr`` and the default floor, or
+    ``p_real`` ≥ ``p_min``), its SPIRE fluxes refined on the field's SPIRE maps
     (:func:`galaxysr.reobserve.refine`), re-observed (:func:`galaxysr.reobserve.residuals`); the
     residual's variance beyond the maps' noise (5σ-clipped, pooled over the fields) is that
     confusion. χ² of other skies' residuals is read against noise ⊕ it."""
@@ -446,7 +447,7 @@ def measure_reobservation(maps: list, folders, method: str = DEFAULT_METHOD, p_m
         noise[band] = float(np.sqrt(np.mean(np.concatenate(sigmas) ** 2)))
         confusion[band] = round(float(np.sqrt(max(std**2 - noise[band] ** 2, 0.0))), 4)
     return {"confusion_mjy": confusion, "noise_mjy": {b: round(v, 4) for b, v in noise.items()},
-            "catalogue_method": method, "fields": [Path(f).name for f in folders]}
+            "catalogue_method": method or default_method(maps[0][0]), "fields": [Path(f).name for f in folders]}
 
 
 def measure_presence(maps: list, config: EvalConfig = EvalConfig()) -> dict:
