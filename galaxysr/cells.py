@@ -213,7 +213,9 @@ def decode_cells(raw: np.ndarray, wcs, pixel_arcsec: float, threshold: float = 0
     from scipy.ndimage import maximum_filter, uniform_filter
 
     n = len(bands)
-    p_cell = _sigmoid(raw[..., 0].astype(np.float64))
+    # Cells without data (NaN: off a real map's coverage) hold no source; as NaN they would also
+    # spread through the separable filters below (a NaN poisons whole columns of a running sum).
+    p_cell = np.nan_to_num(_sigmoid(raw[..., 0].astype(np.float64)), nan=0.0)
     peak = (p_cell >= maximum_filter(p_cell, size=3, mode="constant")) & (p_cell > 0)
     p_sum = np.minimum(uniform_filter(p_cell, size=3, mode="constant") * 9.0, 1.0)
     iy, ix = _suppress_ties(np.nonzero(peak & (p_sum >= threshold)), p_cell)

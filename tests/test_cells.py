@@ -98,3 +98,18 @@ def test_the_encoding_refuses_a_grid_that_is_not_whole_cells_or_a_missing_target
         cell_targets(source_planes(truth, wcs, shape, BANDS), 3, BANDS)
     with pytest.raises(ValueError, match="target band scuba2_450 must be one of"):
         source_planes(truth, wcs, shape, ("spire_250",))
+
+
+def test_cells_without_data_do_not_hide_the_sources_of_the_cells_with_data():
+    """A real map's cells are NaN off its coverage; the decoder must still find every source on it
+    (a NaN in the neighbourhood sums once spread down whole columns and emptied the catalogue)."""
+    from galaxysr.cells import CELL_CHANNELS, decode_cells
+
+    raw = np.zeros((40, 40, CELL_CHANNELS), np.float32)
+    raw[..., 0] = -10.0
+    raw[..., 5:9] = 1.0
+    raw[[10, 25, 30], [12, 20, 33], 0] = 6.0  # three sure sources
+    raw[:2, :] = np.nan                          # rows without data (a scan's ragged edge)
+    raw[:, :3] = np.nan
+    wcs = tan_wcs(SkyCoord(150.0, 2.0, unit="deg"), 2 * u.arcsec, (80, 80))
+    assert len(decode_cells(raw, wcs, 2.0, threshold=0.5)) == 3
