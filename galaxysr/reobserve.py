@@ -221,14 +221,17 @@ def forced_fluxes(m: Map, x: np.ndarray, y: np.ndarray, confusion_mjy: float = 0
 
     m = m.to(MJY_PER_BEAM)
     data = m.data.astype(np.float64)
+    noise_map = _noise_map(m)
+    # Archive maps have pixels with data and no error (along their scan edges): not fitted.
+    usable = np.isfinite(data) & np.isfinite(noise_map) & (noise_map > 0)
     sigma_px = _sigma_px(m)
     reach = int(np.ceil(RESIDUAL_REACH_FWHM * sigma_px * FWHM_PER_SIGMA))
-    design, used = point_source_design(np.isfinite(data), np.asarray(x, float), np.asarray(y, float), sigma_px, reach)
+    design, used = point_source_design(usable, np.asarray(x, float), np.asarray(y, float), sigma_px, reach)
     n = len(x)
     seen = np.asarray((design != 0).sum(axis=0)).ravel() > 0
     if not len(used):
         return np.full(n, np.nan), np.full(n, np.nan), 0.0
-    noise = _noise_map(m).ravel()[used]
+    noise = noise_map.ravel()[used]
     weight = 1.0 / np.sqrt(noise**2 + float(confusion_mjy) ** 2)
     full = hstack([design, csr_matrix(np.ones((len(used), 1)))]).tocsr().multiply(weight[:, None]).tocsr()
     lower = np.r_[np.zeros(n) if nonnegative else np.full(n, -np.inf), -np.inf]
@@ -236,7 +239,8 @@ def forced_fluxes(m: Map, x: np.ndarray, y: np.ndarray, confusion_mjy: float = 0
     flux, bkg = solution[:n], float(solution[n])
     ix = np.clip(np.round(x).astype(int), 0, m.shape[1] - 1)
     iy = np.clip(np.round(y).astype(int), 0, m.shape[0] - 1)
-    noise_at = _noise_map(m)[iy, ix]
+    noise_at = noise_map[iy, ix]
+    noise_at = np.where(np.isfinite(noise_at), noise_at, np.nanmedian(noise_map[usable]))
     beam_sum = np.asarray(design.multiply(design).sum(axis=0)).ravel()
     with np.errstate(divide="ignore", invalid="ignore"):
         err = np.sqrt(noise_at**2 / beam_sum + float(confusion_mjy) ** 2) * blend_inflation(design)

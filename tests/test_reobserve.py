@@ -175,3 +175,17 @@ def test_predict_refine_writes_forced_spire_fluxes_and_the_residuals_on_the_inpu
     for band in SPIRE_BANDS:
         data = field[band].data
         assert np.nanvar(result.residuals[band].data) < 0.8 * np.nanvar(data - np.nanmean(data)), band
+
+
+def test_pixels_with_data_and_no_error_are_left_out_of_the_fit():
+    """Archive maps have pixels along their scan edges with a value and no error: the fit must not
+    turn every flux into NaN because of them."""
+    m = _spire_map("spire_250", noise=1.0)
+    x, y, s = np.array([30.0]), np.array([30.0]), np.array([25.0])
+    noise = m.noise.copy()
+    noise[:, :5] = np.nan
+    noise[29, 31] = np.nan  # one under the source
+    data = reobserve(_catalogue(m, x, y, {"spire_250": s}), m)
+    m = replace(m, data=(data + np.random.default_rng(0).normal(0, 1.0, m.shape)).astype(np.float32), noise=noise)
+    flux, err, _ = forced_fluxes(m, x, y)
+    assert np.isfinite(flux[0]) and np.isfinite(err[0]) and abs(flux[0] - 25.0) < 3 * err[0]
