@@ -89,13 +89,14 @@ def held_out(artifact, method: str, config: EvalConfig = EvalConfig()) -> dict:
     chi2 = {b: [] for b in SPIRE_BANDS}
     over5 = {b: 0 for b in SPIRE_BANDS}
     matched, blinds, seconds, area = [], {b: [] for b in SPIRE_BANDS}, 0.0, 0.0
+    found_bright = {b: [0, 0] for b in SPIRE_BANDS}
     for folder in evaluation_fields(config, "held_out", progress=False):
         field = read_field(folder)
         maps = {b: field[b] for b in artifact.config.input_bands}
         network = super_resolve_maps(maps, artifact, progress=False)
         cat = catalogue_of(network, method, config)
         started = time.perf_counter()
-        cat = refine(cat, maps, confusion)
+        cat = refine(cat, maps, confusion, curves=artifact.calibration.forced_curves())
         found = residuals(cat, maps, confusion)
         seconds += time.perf_counter() - started
         area += config.area_deg2
@@ -111,6 +112,11 @@ def held_out(artifact, method: str, config: EvalConfig = EvalConfig()) -> dict:
         rows = inner[i_det]
         for band in SPIRE_BANDS:
             rows[f"true_{band}"] = column_mjy(truth[i_ref], f"flux_{band}")
+            found = np.zeros(len(truth), bool)
+            found[i_ref] = True
+            bright = column_mjy(truth, f"flux_{band}") >= 20
+            found_bright[band][0] += int(found[bright].sum())
+            found_bright[band][1] += int(bright.sum())
         matched.append(rows)
         for band in SPIRE_BANDS:
             blinds[band].append((field, truth))
@@ -122,7 +128,8 @@ def held_out(artifact, method: str, config: EvalConfig = EvalConfig()) -> dict:
            "sources_above_5sigma": over5, "bands": {}}
     for band in SPIRE_BANDS:
         true = np.asarray(rows[f"true_{band}"], float)
-        entry = {"forced_above_20mjy": ratio_stats(np.asarray(rows[f"flux_{band}_forced"], float), true, 20),
+        entry = {"completeness_above_20mjy": round(found_bright[band][0] / max(found_bright[band][1], 1), 3),
+                 "forced_above_20mjy": ratio_stats(np.asarray(rows[f"flux_{band}_forced"], float), true, 20),
                  "forced_10_20mjy": ratio_stats(np.asarray(rows[f"flux_{band}_forced"], float), true, 10, 20)}
         if f"flux_{band}" in rows.colnames:
             entry["network_above_20mjy"] = ratio_stats(np.asarray(rows[f"flux_{band}"], float), true, 20)
@@ -140,7 +147,7 @@ def a1689(artifact, method: str, mask_arcsec: float = 60.0) -> dict:
     network = super_resolve_maps(maps, artifact, progress=False)
     cat = catalogue_of(network, method, EvalConfig())
     started = time.perf_counter()
-    cat = refine(cat, maps, confusion)
+    cat = refine(cat, maps, confusion, curves=artifact.calibration.forced_curves())
     seconds = time.perf_counter() - started
     brightest = cat[np.argsort(-np.asarray(cat["flux"], float))[:2]]
     masks = {}
@@ -156,7 +163,9 @@ def a1689(artifact, method: str, mask_arcsec: float = 60.0) -> dict:
             "chi2_per_pixel": {b: round(r.chi2_per_pixel, 3) for b, r in everywhere.items()},
             "chi2_per_pixel_away_from_brightest_two": {b: round(r.chi2_per_pixel, 3) for b, r in away.items()},
             "max_source_snr": {b: round(r.max_source_snr, 2) for b, r in everywhere.items()},
-            "sources_above_5sigma": {b: r.n_sources_above_5sigma for b, r in everywhere.items()}}
+            "sources_above_5sigma": {b: r.n_sources_above_5sigma for b, r in everywhere.items()},
+            "sources_above_5sigma_away_from_brightest_two": {b: r.n_sources_above_5sigma for b, r in away.items()},
+            "max_source_snr_away_from_brightest_two": {b: round(r.max_source_snr, 2) for b, r in away.items()}}
 
 
 def main(argv=None) -> None:

@@ -177,7 +177,10 @@ def _print_calibration(artifact, seed: int | None = None) -> None:
               + ", ".join(f"{f:.2f} at {s:.0f} mJy" for s, f in zip(head.nodes_mjy, head.factors)))
     confusion = artifact.calibration.confusion_mjy()
     if confusion:
-        print("confusion the refined catalogue leaves in the SPIRE maps (predict --refine reads chi2 against it): "
+        forced = artifact.calibration.reobservation.get("curves", {})
+        print("refined SPIRE fluxes calibrated (median fit/true above 20 mJy was "
+              + ", ".join(f"{r['ratio_above_20mjy']:.3f} at {band[-3:]} µm" for band, r in forced.items())
+              + "); the confusion they leave in the SPIRE maps (predict --refine reads chi2 against it): "
               + ", ".join(f"{c:.2f} mJy/beam at {band[-3:]} µm" for band, c in confusion.items()))
     _print_health(artifact.meta, seed)
 
@@ -335,7 +338,8 @@ def _refine(table, maps: dict, artifact, out: Path, background: str):
     if not confusion:  # an upper bound: the confusion of every source, listed or not (instrument table)
         confusion = {band: get_band(band).confusion.to_value("mJy/beam") for band in maps}
         where = "the instrument table's full confusion, an upper bound: `galaxysr calibrate` measures the model's"
-    table = refine(table, maps, confusion, background)
+    curves = artifact.calibration.forced_curves()
+    table = refine(table, maps, confusion, background, curves=curves)
     found = residuals(table, maps, confusion, background)
     write_residuals(out, found)
     for band, r in found.items():

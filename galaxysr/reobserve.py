@@ -282,28 +282,40 @@ def bounded_least_squares(design, target: np.ndarray, lower: np.ndarray, tol: fl
 
 
 def refine(catalogue: Table, maps: dict[str, Map], confusion_mjy: dict | None = None, background: str = "filter",
-           nonnegative: bool = True) -> Table:
+           nonnegative: bool = True, curves: dict | None = None) -> Table:
     """``catalogue`` with its SPIRE fluxes fitted on the SPIRE ``maps`` (band name → Map, as given to
     the network) at its positions (:func:`forced_fluxes`, after the input conventions' background
     removal ``background``): columns ``flux_<band>_forced`` and ``flux_<band>_forced_err`` (mJy) per
     band, and where the catalogue has the network's own ``flux_<band>`` with ``flux_<band>_err``,
     flag bit :data:`FLAG_REFIT` on sources whose two fluxes differ by more than 3σ (both errors in
-    quadrature). The fitted backgrounds go into ``meta["forced_background_mjy"]``."""
-    confusion_mjy = confusion_mjy or {}
+    quadrature). The fitted backgrounds go into ``meta["forced_background_mjy"]``.
+
+    ``curves`` (band → :class:`galaxysr.maps.FluxCurve`, a model's calibration): a least-squares
+    flux at a catalogue position also takes in the light of the fainter sources around it that the
+    catalogue does not list (+8 to +11 % above 20 mJy on the training distribution, +10 to +15 % on
+    the held-out sky), so each band's fit is multiplied, with its error, by its curve at that flux:
+    unbiased for a source of given true flux, as the catalogue's S450 is."""
+    confusion_mjy, curves = confusion_mjy or {}, curves or {}
     out = catalogue.copy()
     if "flags" not in out.colnames:
         out["flags"] = np.zeros(len(out), np.uint8)
     out.meta["forced_background_mjy"] = {}
+    out.meta["forced_flux_calibration"] = sorted(band for band in curves if band in maps)
     for band, m in maps.items():
         if band not in SPIRE_BANDS:
             continue
         conditioned = condition(m, background).map
         x, y = _positions(out, conditioned)
         flux, err, bkg = forced_fluxes(conditioned, x, y, confusion_mjy.get(band, 0.0), nonnegative)
+        if band in curves:
+            factor = curves[band](np.nan_to_num(flux, nan=1.0))
+            flux, err = flux * factor, err * factor
         out[f"flux_{band}_forced"] = flux * u.mJy
         out[f"flux_{band}_forced_err"] = err * u.mJy
         out[f"flux_{band}_forced"].description = (f"{band}: flux fitted on the input map at the catalogue position, "
-                                                   "jointly with every other source and a background [mJy]")
+                                                   "jointly with every other source and a background"
+                                                   + (", times the model's flux curve" if band in curves else "")
+                                                   + " [mJy]")
         out[f"flux_{band}_forced_err"].description = f"{band}: 1-sigma error of the forced flux [mJy]"
         out.meta["forced_background_mjy"][band] = bkg
         if f"flux_{band}" in out.colnames and f"flux_{band}_err" in out.colnames:

@@ -418,25 +418,58 @@ def measure_head_flux_curve(maps: list, p_min: float = HEAD_P_MIN, config: EvalC
 
 def measure_reobservation(maps: list, folders, method: str | None = None, p_min: float = HEAD_P_MIN,
                           config: EvalConfig = EvalConfig()) -> dict:
-    """The confusion of the sources a model's catalogue does not list, per SPIRE band, on
-    :func:`calibration_maps` of the simulated field ``folders`` (the training distribution, never
-    the held-out sky): the catalogue ``predict --refine`` writes (``method``, by default the map's
-    own, :func:`galaxysr.catalogue.default_method`; at ``config.snr`` and the default floor, or
-    ``p_real`` ≥ ``p_min``), its SPIRE fluxes refined on the field's SPIRE maps
-    (:func:`galaxysr.reobserve.refine`), re-observed (:func:`galaxysr.reobserve.residuals`); the
-    residual's variance beyond the maps' noise (5σ-clipped, pooled over the fields) is that
-    confusion. χ² of other skies' residuals is read against noise ⊕ it."""
+    """How a model's refined catalogue gives back the SPIRE maps, on :func:`calibration_maps` of the
+    simulated field ``folders`` (the training distribution, never the held-out sky), for the
+    catalogue ``predict --refine`` writes (``method``, by default the map's own,
+    :func:`galaxysr.catalogue.default_method`; at ``config.snr`` and the default floor, or
+    ``p_real`` ≥ ``p_min``):
+
+    - ``curves``: per SPIRE band, the :func:`fit_flux_curve` of its refined (forced) fluxes
+      (:func:`galaxysr.reobserve.refine`) against the true fluxes the maps hold (the truth times
+      the field's calibration factor) of the sources matched one to one by S450 within
+      ``config.radius`` — a least-squares flux takes in the light of unlisted neighbours;
+    - ``confusion_mjy``: per band, the variance of the residual of the calibrated catalogue
+      re-observed (:func:`galaxysr.reobserve.residuals`) beyond the maps' noise (5σ-clipped, pooled
+      over the fields): the confusion of the sources the catalogue does not list, against which χ²
+      of other skies' residuals is read (noise ⊕ it)."""
     from astropy.stats import sigma_clipped_stats
 
     from ..instruments import SPIRE_BANDS, get_band
+    from ..maps import FluxCurve
     from ..reobserve import refine, residuals
 
-    pooled = {band: ([], []) for band in SPIRE_BANDS}
-    for (network, _), folder in zip(maps, folders):
+    table_confusion = {band: get_band(band).confusion.to_value(u.mJy / u.beam) for band in SPIRE_BANDS}
+    fields, pairs = [], {band: ([], []) for band in SPIRE_BANDS}
+    for (network, truth), folder in zip(maps, folders):
         field = read_field(folder)
         inputs = {band: field[band] for band in SPIRE_BANDS}
         cat = extract_sources(network, snr=config.snr, method=method, p_min=p_min, command="calibration")
-        cat = refine(cat, inputs, {band: get_band(band).confusion.to_value(u.mJy / u.beam) for band in SPIRE_BANDS})
+        fields.append((cat, inputs))
+        fitted = refine(cat, inputs, table_confusion)
+        inner = fitted[inner_region(fitted, network, config.edge_arcsec)]
+        truth = truth[column_mjy(truth, f"flux_{TARGET_BAND}") >= config.truth_min_mjy]
+        i_det, i_ref = match(SkyCoord(inner["ra"], inner["dec"], unit="deg"), np.asarray(inner["flux"], float),
+                             SkyCoord(truth["ra"], truth["dec"], unit="deg"), column_mjy(truth, f"flux_{TARGET_BAND}"),
+                             config.radius)
+        calibration = _field_calibration(folder)
+        for k, band in enumerate(SPIRE_BANDS):
+            pairs[band][0].append(np.asarray(inner[f"flux_{band}_forced"], float)[i_det])
+            pairs[band][1].append(column_mjy(truth[i_ref], f"flux_{band}") * calibration[k])
+    curves = {}
+    for band, (fit, true) in pairs.items():
+        fit, true = np.concatenate(fit), np.concatenate(true)
+        above = (true >= 20) & np.isfinite(fit)
+        record = {"n_pairs": int(np.isfinite(fit).sum()),
+                  "ratio_above_20mjy": float(np.median(fit[above] / true[above])) if above.any() else float("nan")}
+        try:
+            record |= fit_flux_curve(fit, true).to_dict()
+        except ValueError as error:
+            record["not_fitted"] = str(error)
+        curves[band] = record
+    fitted_curves = {band: FluxCurve.from_dict(r) for band, r in curves.items() if "nodes_mjy" in r}
+    pooled = {band: ([], []) for band in SPIRE_BANDS}
+    for cat, inputs in fields:
+        cat = refine(cat, inputs, table_confusion, curves=fitted_curves)
         for band, r in residuals(cat, inputs).items():
             ok = np.isfinite(r.map.data)
             pooled[band][0].append(r.map.data[ok])
@@ -446,8 +479,18 @@ def measure_reobservation(maps: list, folders, method: str | None = None, p_min:
         _, _, std = sigma_clipped_stats(np.concatenate(values), sigma=5.0, maxiters=10)
         noise[band] = float(np.sqrt(np.mean(np.concatenate(sigmas) ** 2)))
         confusion[band] = round(float(np.sqrt(max(std**2 - noise[band] ** 2, 0.0))), 4)
-    return {"confusion_mjy": confusion, "noise_mjy": {b: round(v, 4) for b, v in noise.items()},
+    return {"curves": curves, "confusion_mjy": confusion, "noise_mjy": {b: round(v, 4) for b, v in noise.items()},
             "catalogue_method": method or default_method(maps[0][0]), "fields": [Path(f).name for f in folders]}
+
+
+def _field_calibration(folder) -> tuple[float, ...]:
+    """The SPIRE calibration factors a simulated field was made with (its ``simulation.json``), or 1s."""
+    import json
+
+    record = Path(folder) / "simulation.json"
+    if not record.exists():
+        return (1.0, 1.0, 1.0)
+    return tuple(SimulationConfig.from_dict(json.loads(record.read_text())["simulation"]).calibration)
 
 
 def measure_presence(maps: list, config: EvalConfig = EvalConfig()) -> dict:

@@ -49,10 +49,12 @@ class Calibration(ConfigRecord):
         A catalogue-head network's :func:`galaxysr.cells.presence_calibration`: how often a
         detection of each head score is real on these fields (the catalogue's ``p_real``).
     reobservation : dict or None
-        :func:`galaxysr.evaluate.measure_reobservation`'s record: ``confusion_mjy`` per SPIRE band,
-        the 1σ confusion (mJy/beam) of the sources the model's catalogue does not list, what is left
-        in the SPIRE maps beyond their noise once the catalogue, refined, is re-observed
-        (:mod:`galaxysr.reobserve`): the χ² of residuals on other skies is read against it.
+        :func:`galaxysr.evaluate.measure_reobservation`'s record: ``curves`` per SPIRE band, the flux
+        curves of the refined (forced) SPIRE fluxes (:meth:`forced_curves`), and ``confusion_mjy``
+        per band, the 1σ confusion (mJy/beam) of the sources the model's catalogue does not list,
+        what is left in the SPIRE maps beyond their noise once the catalogue, refined, is
+        re-observed (:mod:`galaxysr.reobserve`): the χ² of residuals on other skies is read
+        against it.
     """
 
     effective_beam: dict | None = None
@@ -73,6 +75,12 @@ class Calibration(ConfigRecord):
         when none was measured)."""
         curves = (self.flux_scale or {}).get("curves", {})
         return {reading: FluxCurve.from_dict(record) for reading, record in curves.items() if "nodes_mjy" in record}
+
+    def forced_curves(self) -> dict:
+        """SPIRE band → the :class:`galaxysr.maps.FluxCurve` of the refined (forced) SPIRE fluxes
+        (``predict --refine``), measured on the calibration fields (empty when not measured)."""
+        curves = (self.reobservation or {}).get("curves") or {}
+        return {band: FluxCurve.from_dict(record) for band, record in curves.items() if "nodes_mjy" in record}
 
     def confusion_mjy(self) -> dict:
         """SPIRE band → the confusion (mJy/beam) of the sources the catalogue does not list, as
