@@ -34,7 +34,7 @@ def readings(model: str, config: EvalConfig = EvalConfig()) -> dict:
         truth = field.truth[inner_region(field.truth, network, config.edge_arcsec)]
         truths.append(truth[column_mjy(truth, f"flux_{TARGET_BAND}") >= config.truth_min_mjy])
         for reading, shown in (("scatter", replace(network, noise=None)), ("error", network)):
-            cat = extract_sources(shown, snr=config.snr, min_flux_mjy=config.min_flux_mjy)
+            cat = extract_sources(shown, snr=config.snr, min_flux_mjy=config.min_flux_mjy, method="psf")
             catalogues[reading].append(cat[inner_region(cat, network, config.edge_arcsec)])
     out = {"model": model, "flux_curves": sorted(artifact.calibration.flux_curves())}
     for reading, cats in catalogues.items():
