@@ -1,5 +1,9 @@
 """The table of training runs × seeds in docs/training.md ("Robust training").
 
+``python benchmarks/training_modes.py --head LINES.jsonl NAME=RUN_DIR ...`` does the same for catalogue-head
+runs (0.5 on) from the lines of ``benchmarks/catalogue_head.py`` (the head's catalogue at the default
+p_real ≥ 0.7, the drawn map, the reliability of p_real).
+
 ``python benchmarks/training_modes.py [--held-out LINES.jsonl] NAME=RUN_DIR[:REPORT_DIR] ...`` reads
 each run's model (``RUN_DIR/model``: calibration beam and peak/true, health check, loss spikes,
 training time) and, when given, the held-out evaluation written by
@@ -42,12 +46,50 @@ def row(run: Path, report: Path | None, held_out: dict | None = None) -> dict:
     return out
 
 
+def head_row(run: Path, head: dict) -> dict:
+    """A catalogue-head run: its calibration (beam, peak/true of the per-pixel map, health, spikes,
+    time) and, from a line of ``benchmarks/catalogue_head.py``, the held-out catalogue the product
+    writes (the head's at the default p_real ≥ 0.7) and its drawn map."""
+    out = row(run, None)
+    cat = head["head_preal0.7"]
+    out.update(completeness=cat["completeness_above_15mjy"], completeness_5_10=cat["completeness_5_10mjy"],
+               purity=cat["min_purity_above_5mjy"], flux=cat["median_flux_ratio_above_9mjy"],
+               flux_5_9=cat["median_flux_ratio_5_9mjy"], offset=cat["median_offset_arcsec_above_10mjy"],
+               drawn_beam=head["primary_map"]["fwhm_arcsec"], drawn_peak=head["primary_map"]["peak_ratio"],
+               reliability=head["reliability"]["max_abs_difference"], psf_completeness=head["psf"]["completeness_above_15mjy"])
+    return out
+
+
+def head_table(rows: dict) -> None:
+    print("| run | seed | calibration beam | peak/true | held-out completeness ≥ 15 mJy | 5–10 mJy | min purity ≥ 5 mJy "
+          "| S_out/S_true ≥ 9 mJy | 5–9 mJy | offset ≥ 10 mJy | drawn beam, peak/true | p_real worst decile | "
+          "PSF completeness ≥ 15 mJy | loss spikes | health | training |")
+    print("|---" * 16 + "|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['seed']} | {fmt(r['beam'], '.2f')}″ | {fmt(r['peak'], '.3f')} | {r['completeness']:.3f} | "
+              f"{r['completeness_5_10']:.3f} | {r['purity']:.3f} | {r['flux']:.3f} | {r['flux_5_9']:.3f} | "
+              f"{r['offset']:.2f}″ | {r['drawn_beam']:.2f}″, {r['drawn_peak']:.3f} | ±{r['reliability']:.3f} | "
+              f"{r['psf_completeness']:.3f} | {r['spikes']} | "
+              f"{'passed' if r['health'] else 'FAILED' if r['health'] is False else '–'} | {r['minutes']:.1f} min |")
+    for key in ("beam", "peak", "completeness", "completeness_5_10", "purity", "flux", "flux_5_9", "offset"):
+        values = [r[key] for r in rows.values() if r.get(key) is not None]
+        if len(values) > 1:
+            mean = sum(values) / len(values)
+            print(f"{key}: mean {mean:.3f}, largest deviation from the mean {max(abs(v - mean) for v in values):.3f}")
+
+
 def fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
 def main(argv: list[str]) -> int:
     held_out = {}
+    if argv[:1] == ["--head"]:  # catalogue-head runs, read by benchmarks/catalogue_head.py
+        heads = {Path(json.loads(line)["model"]).resolve(): json.loads(line)
+                 for line in Path(argv[1]).read_text().splitlines() if line.strip()}
+        head_table({name: head_row(Path(run), heads[(Path(run) / "model").resolve()])
+                    for name, _, run in (arg.partition("=") for arg in argv[2:])})
+        return 0
     if argv[:1] == ["--held-out"]:
         for line in Path(argv[1]).read_text().splitlines():
             record = json.loads(line)
