@@ -8,12 +8,15 @@ The Python front door::
     catalogue = extract_sources(result)                # an astropy Table with units
     write_map(result, "spire_450.fits")                # a Map does no I/O itself
 
+``galaxysr.reobserve`` gives a catalogue back to the SPIRE maps: fluxes fitted on them at its
+positions (``refine``) and the residuals of its re-observation (``residuals``).
+
 Data flow (one way): instruments → maps → sky/simulate → datasets → model/losses
-→ training → inference → catalogue → baselines → evaluate. See ``docs/`` for the map.
+→ training → inference → catalogue → reobserve → baselines → evaluate. See ``docs/`` for the map.
 Names are imported on first use, so ``import galaxysr`` does not import TensorFlow.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 #: Public name → the module that defines it.
 _API = {
