@@ -50,11 +50,11 @@ def _matched(field, catalogue, out_map):
                   "flux_deboosted_hi": np.asarray(cat["flux_deboosted_hi"])[i_det]})
 
 
-@pytest.mark.xfail(strict=True, reason="open target (issues 12/13): with the 0.4 model and its flux curves the "
-                   "fluxes are right (robust z std 0.83 at 5-15 mJy passes), but the error plane over-states the "
-                   "scatter of bright sources: the truth falls inside ±1σ for 89 % of those above 15 mJy (want "
-                   "55-80 %); strict, so a model that meets it fails here until this mark is removed")
-def test_error_plane_matches_the_scatter_of_fluxes_about_the_truth(field, network):
+def test_the_catalogue_errors_match_the_scatter_of_fluxes_about_the_truth(field, network):
+    """Issues 12/13 and 26: z = (S_out − S_true)/σ of the catalogue a user gets has unit robust
+    scatter above 5 mJy (within 20 %) and the truth inside ±1σ for 55–80 % per bin. Met since 0.5:
+    the catalogue head's errors are calibrated on the calibration fields (the 0.4 model's PSF
+    catalogue held the truth inside ±1σ for 89 % of the sources above 15 mJy)."""
     assert network.error is not None and np.isfinite(network.error[np.isfinite(network.data)]).all()
     sources = _matched(field, extract_sources(network), network)
     bright = np.asarray(sources["flux_true"]) >= 5
@@ -99,14 +99,21 @@ def test_knocked_out_pixels_leave_the_coverage_and_the_catalogue(field, network)
     assert np.mean(delta <= 2 * sigma) >= 0.9   # the same catalogue within the errors
 
 
-def test_catalogue_columns_units_and_provenance(network, tmp_path):
-    table = extract_sources(network, command="galaxysr predict test")
+@pytest.mark.parametrize("method", ["head", "psf"])
+def test_catalogue_columns_units_and_provenance(network, tmp_path, method):
+    table = extract_sources(network, command="galaxysr predict test", method=method)
     for name in ("ra", "dec"):
         assert table[name].unit == u.deg
     for name in ("flux", "flux_err", "flux_deboosted", "flux_deboosted_lo", "flux_deboosted_hi"):
         assert table[name].unit == u.mJy, name
-    assert len(table) >= 10
-    assert (table["det_snr"] >= 4 - 1e-6).all() and (table["flux"] >= 2 * u.mJy).all()
+    assert all(table[name].description for name in table.colnames), "every column says what it is"
+    assert len(table) >= 10 and (table["flux"] >= 2 * u.mJy).all()
+    if method == "psf":  # chosen by their significance
+        assert (table["det_snr"] >= 4 - 1e-6).all()
+    else:                # chosen by the calibrated probability that they are real (the default 0.7)
+        assert (table["p_real"] >= 0.7).all() and table["pos_err"].unit == u.arcsec
+        for band in ("250", "350", "500"):
+            assert table[f"flux_spire_{band}"].unit == u.mJy and table[f"flux_spire_{band}_err"].unit == u.mJy
     np.testing.assert_allclose(table["snr"], table["flux"] / table["flux_err"])
     assert (table["flux_deboosted_lo"] <= table["flux_deboosted"]).all()
     assert table.meta["GSRHASH"] == SHIPPED.sha256 and "pixel_convention" in table.meta
@@ -141,3 +148,28 @@ def test_existing_catalogue_or_priors_is_refused_before_any_work(field, tmp_path
         assert main(["predict", str(folder / "f_250.fits"), str(out), flag, str(existing), "--no-progress"]) == 2
         assert time.perf_counter() - t < 5 and not out.exists() and existing.read_text() == "keep me"
         assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def head_honesty(field, network):
+    from galaxysr.evaluate.runs import head_readings, head_summary
+
+    truth = field.truth[inner_region(field.truth, network, EvalConfig().edge_arcsec)]
+    truth = truth[column_mjy(truth, "flux_scuba2_450") >= 2]
+    return head_summary([head_readings(network, truth, EvalConfig())])
+
+
+def test_the_catalogue_heads_positional_errors_are_honest(head_honesty):
+    """Issue 26: on a held-out field the median offset / pos_err of the real detections is a 2-D
+    Gaussian's 1.18 to within 0.1 (pos_err calibrated on the training distribution)."""
+    assert head_honesty["n_real"] >= 200
+    assert abs(head_honesty["offset_over_pos_err_median"] - head_honesty["gaussian_median"]) <= 0.1, head_honesty
+
+
+@pytest.mark.xfail(strict=True, reason="issue 26 target not yet met: p_real, calibrated on the training distribution, "
+                                       "is too low on the held-out sky — its detections are real more often than it "
+                                       "says, by up to 0.14 in a decile (docs/evaluation.md)")
+def test_p_real_is_calibrated_on_a_held_out_field(head_honesty):
+    deciles = [d for d in head_honesty["reliability"] if d["n"] >= 20]
+    assert len(deciles) >= 8
+    assert head_honesty["max_abs_difference"] <= 0.05, head_honesty["reliability"]
