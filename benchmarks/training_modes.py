@@ -71,7 +71,12 @@ def head_table(rows: dict) -> None:
               f"{r['offset']:.2f}″ | {r['drawn_beam']:.2f}″, {r['drawn_peak']:.3f} | ±{r['reliability']:.3f} | "
               f"{r['psf_completeness']:.3f} | {r['spikes']} | "
               f"{'passed' if r['health'] else 'FAILED' if r['health'] is False else '–'} | {r['minutes']:.1f} min |")
-    for key in ("beam", "peak", "completeness", "completeness_5_10", "purity", "flux", "flux_5_9", "offset"):
+    spread(rows, ("beam", "peak", "completeness", "completeness_5_10", "purity", "flux", "flux_5_9", "offset"))
+
+
+def spread(rows: dict, keys) -> None:
+    """For each measure, its mean over the runs and the largest deviation from it."""
+    for key in keys:
         values = [r[key] for r in rows.values() if r.get(key) is not None]
         if len(values) > 1:
             mean = sum(values) / len(values)
@@ -111,11 +116,7 @@ def main(argv: list[str]) -> int:
               f"{fmt(r.get('held_beam'), '.2f')}″ | {fmt(r.get('purity'), '.3f')} | "
               f"{r['spikes']} | {'passed' if r['health'] else 'FAILED' if r['health'] is False else '–'} | "
               f"{r['minutes']:.1f} min |")
-    for key in ("beam", "peak", "completeness", "flux", "flux_5_9", "flux_error_reading"):
-        values = [r[key] for r in rows.values() if r.get(key) is not None]
-        if len(values) > 1:
-            mean = sum(values) / len(values)
-            print(f"{key}: mean {mean:.3f}, largest deviation from the mean {max(abs(v - mean) for v in values):.3f}")
+    spread(rows, ("beam", "peak", "completeness", "flux", "flux_5_9", "flux_error_reading"))
     return 0
 
 

@@ -155,12 +155,7 @@ def _print_calibration(artifact, seed: int | None = None) -> None:
     if errors is not None:
         print(f"error map calibrated on {errors['n_sources']} matched sources: factors "
               + ", ".join(f"{f:.2f} at {s:.0f} mJy" for s, f in zip(errors["flux_mjy"], errors["factor"])))
-    curve = artifact.calibration.flux_curves().get("error")
-    if curve is not None:
-        record = artifact.calibration.flux_scale["curves"]["error"]
-        print(f"catalogue fluxes calibrated on {record['n_pairs']} matched sources (median S_out/S_true above "
-              f"9 mJy was {record['ratio_above_9mjy']:.3f}): factors "
-              + ", ".join(f"{f:.2f} at {s:.0f} mJy" for s, f in zip(curve.nodes_mjy, curve.factors)))
+    _print_curve(artifact, "error", "catalogue fluxes")
     presence = artifact.calibration.presence
     if presence is not None:
         shown = {0.1: None, 0.3: None, 0.5: None, 0.7: None, 0.9: None}
@@ -169,12 +164,7 @@ def _print_calibration(artifact, seed: int | None = None) -> None:
                 shown[round(node, 2)] = p
         print(f"catalogue head's p_real calibrated on {presence['n']} detections ({presence['n_real']} real): "
               + ", ".join(f"{p:.2f} at {presence['score']} {s:g}" for s, p in shown.items() if p is not None))
-    head = artifact.calibration.flux_curves().get("head")
-    if head is not None:
-        record = artifact.calibration.flux_scale["curves"]["head"]
-        print(f"catalogue head's forced fluxes calibrated on {record['n_pairs']} matched sources (median S_out/S_true "
-              f"above 9 mJy was {record['ratio_above_9mjy']:.3f}): factors "
-              + ", ".join(f"{f:.2f} at {s:.0f} mJy" for s, f in zip(head.nodes_mjy, head.factors)))
+    _print_curve(artifact, "head", "catalogue head's forced fluxes")
     confusion = artifact.calibration.confusion_mjy()
     if confusion:
         forced = artifact.calibration.reobservation.get("curves", {})
@@ -183,6 +173,16 @@ def _print_calibration(artifact, seed: int | None = None) -> None:
               + "); the confusion they leave in the SPIRE maps (predict --refine reads chi2 against it): "
               + ", ".join(f"{c:.2f} mJy/beam at {band[-3:]} µm" for band, c in confusion.items()))
     _print_health(artifact.meta, seed)
+
+
+def _print_curve(artifact, reading: str, what: str) -> None:
+    """One line on a flux curve the calibration fitted (reading: a key of its ``flux_scale`` curves)."""
+    curve = artifact.calibration.flux_curves().get(reading)
+    if curve is not None:
+        record = artifact.calibration.flux_scale["curves"][reading]
+        print(f"{what} calibrated on {record['n_pairs']} matched sources (median S_out/S_true above 9 mJy was "
+              f"{record['ratio_above_9mjy']:.3f}): factors "
+              + ", ".join(f"{f:.2f} at {s:.0f} mJy" for s, f in zip(curve.nodes_mjy, curve.factors)))
 
 
 def _print_health(meta: dict, seed: int | None = None) -> None:
