@@ -144,7 +144,11 @@ class LossConfig(ConfigRecord):
     the truth is known). ``adversarial`` weighs a conditional PatchGAN term (pix2pix;
     simulated steps only; 0 = no discriminator). ``presence``, ``cell_position`` and
     ``cell_flux`` weigh the catalogue head's terms (:class:`galaxysr.losses.CatalogueLoss`;
-    models with that head, simulated steps only). Source and sky errors on sources brighter
+    models with that head, simulated steps only). ``reobservation`` weighs the catalogue head's
+    SPIRE fluxes drawn back through the SPIRE beams against the input maps
+    (:class:`galaxysr.losses.ReobservationLoss`, σ² = noise² + ``reobservation_confusion_mjy``²;
+    every step, and the only supervised term of a real step without a 450 µm map; 0 = off, the
+    default until a run with it measures better). Source and sky errors on sources brighter
     than ``bright_mjy`` count relatively rather than in mJy (0: in mJy throughout), so the
     few bright (up to a few Jy) sources of a sky do not outweigh the rest. See
     :mod:`galaxysr.losses` for the terms.
@@ -162,6 +166,11 @@ class LossConfig(ConfigRecord):
     cell_position: float = option(0.03, flag="--w-cell-position",
                                   help="weight of the catalogue head's position likelihood")
     cell_flux: float = option(0.05, flag="--w-cell-flux", help="weight of the catalogue head's flux likelihood")
+    reobservation: float = option(0.0, flag="--w-reobservation",
+                                  help="weight of the re-observation term: the catalogue head's SPIRE fluxes drawn "
+                                       "through the SPIRE beams against the input maps (every step, real SPIRE maps "
+                                       "without a 450 µm map included; 0: off)")
+    reobservation_confusion_mjy: float = 2.0
     cell_focal_gamma: float = 2.0
     cell_nll_beta: float = 0.5
     aperture_radius_fwhm: float = 1.0

@@ -5,7 +5,9 @@ the target is the noise-free 450 µm sky rendered from the truth catalogue with 
 SCUBA-2 beam, and, for sky-model networks, the same truth drawn through a narrow Gaussian
 (:class:`galaxysr.losses.SkyModelLoss`). *Real* pairs: SPIRE maps reprojected onto the SCUBA-2 450 map's footprint
 at the output pixel scale; target pixels whose 450 rms exceeds a limit are NaN, and tiles
-are only drawn where enough of the target is good.
+are only drawn where enough of the target is good. A real folder with SPIRE maps only (the
+archive's files as downloaded will do) gives a pair with no target, on the 250 µm map's
+footprint, for the re-observation term (:class:`galaxysr.losses.ReobservationLoss`).
 
 Each training sample is a pure function of (seed, sample index) — crop, 90° rotation and
 flip come from stateless random ops — so a resumed run sees exactly the samples an
@@ -34,7 +36,7 @@ from .simulate import SIMULATOR_VERSION, SimulationConfig, SkyPrior, column_mjy,
 from .config import CALIBRATION_SEEDS, EVALUATION_SEEDS, SIM_DIR, VALIDATION_SEED  # noqa: F401  (re-exported)
 from .config import ConfigRecord, option
 
-__all__ = ["DataConfig", "resolve_path", "Pair", "stack_inputs", "prepare_simulated", "prepare_real", "tile_origins",
+__all__ = ["DataConfig", "resolve_path", "Pair", "stack_inputs", "prepare_simulated", "prepare_real", "read_real_folder", "tile_origins",
            "sim_field_dir", "SIMULATION_FILE", "cached_field", "ensure_simulated_fields", "load_pairs",
            "TileStream", "turn_offsets"]
 
@@ -61,7 +63,9 @@ class DataConfig(ConfigRecord):
         Validation tiles drawn from it.
     real_dirs : tuple of str
         Real (or mock-real) pairs: Field folders with SPIRE maps, ``scuba2_450.fits`` and
-        ``scuba2_450_rms.fits``. Empty: simulated data only.
+        ``scuba2_450_rms.fits``; or SPIRE maps alone (a Field folder, or the archive's files as
+        downloaded), which only the re-observation term trains on (``LossConfig.reobservation``
+        > 0). Empty: simulated data only.
     real_max_rms_mjy : float
         450 µm target pixels noisier than this (mJy/beam) are masked.
     real_min_good_fraction : float
@@ -176,8 +180,47 @@ def prepare_simulated(field: Field, config: ModelConfig, conventions: InputConve
     return Pair(inputs, target, wcs, field.path, sky, planes)
 
 
+def read_real_folder(folder: str | os.PathLike, bands: tuple[str, ...]) -> Field:
+    """A real folder's maps of ``bands``: a Field folder (``spire_250.fits`` …, optionally
+    ``scuba2_450.fits`` with its rms), or SPIRE maps as the Herschel archive names them (one FITS
+    file per band whose name holds the band's array name or wavelength: PSW/250, PMW/350,
+    PLW/500), read in their own units (:func:`galaxysr.conventions.condition` converts them as
+    prediction does)."""
+    from .maps import FIELD_FILES, read_map
+
+    folder = Path(folder)
+    if any((folder / FIELD_FILES[b]).exists() for b in bands):
+        return read_field(folder, bands)
+    paths = {}
+    for band in (b for b in bands if b.startswith("spire")):
+        # The array name first: an archive file name's digits (obsid, timestamp) may hold "250".
+        tokens = [t.lower() for t in get_band(band).filter_names if t.isalpha()] + [band[-3:]]
+        for token in tokens:
+            found = sorted(p for p in folder.glob("*.fits*") if token in p.name.lower())
+            if found:
+                break
+        if len(found) != 1:
+            raise MapError(f"{folder}: {'no' if not found else len(found)} {band} maps found (a FITS file named "
+                           f"{FIELD_FILES[band]}, or one whose name holds {' or '.join(tokens)}); a real "
+                           "folder holds one map per SPIRE band and optionally scuba2_450.fits with its rms")
+        paths[band] = found[0]
+    return Field(maps={b: read_map(p, band=b) for b, p in paths.items()}, path=str(folder))
+
+
+def prepare_spire_only(field: Field, config: ModelConfig, conventions: InputConventions) -> Pair:
+    """Inputs of a real folder without a 450 µm map, on the first input map's footprint at the
+    output pixel scale; the target is NaN everywhere (the supervised terms skip it, the
+    re-observation term reads the inputs)."""
+    wcs, shape = output_grid(condition(field[config.input_bands[0]], conventions.background).map, conventions.pixel)
+    inputs = stack_inputs(field, config, conventions, wcs, shape)
+    return Pair(inputs, np.full(shape, np.nan, np.float32), wcs, field.path)
+
+
 def prepare_real(field: Field, config: ModelConfig, conventions: InputConventions, max_rms_mjy: float) -> Pair:
-    """Inputs and masked 450 µm target for a real pair, on the 450 map's footprint."""
+    """Inputs and masked 450 µm target for a real pair, on the 450 map's footprint; a folder
+    with SPIRE maps only gives a pair without a target (:func:`prepare_spire_only`)."""
+    if config.target_band not in field.maps:
+        return prepare_spire_only(field, config, conventions)
     target_map = field[config.target_band]
     if target_map.noise is None:
         raise MapError(f"{field.path}: the 450 µm map has no rms map (scuba2_450_rms.fits or a "
@@ -194,7 +237,8 @@ def prepare_real(field: Field, config: ModelConfig, conventions: InputConvention
 
 
 def tile_origins(pairs: list[Pair], tile: int, stride: int, min_good: float) -> np.ndarray:
-    """(pair index, y0, x0) of every tile on a ``stride`` grid with enough good target."""
+    """(pair index, y0, x0) of every tile on a ``stride`` grid with enough good target (for a
+    pair without a target, enough pixels with every input)."""
     from scipy.ndimage import uniform_filter
 
     origins = []
@@ -202,7 +246,10 @@ def tile_origins(pairs: list[Pair], tile: int, stride: int, min_good: float) -> 
         h, w = pair.target.shape
         if h < tile or w < tile:
             continue
-        good = (np.isfinite(pair.target) & np.isfinite(pair.inputs).all(-1)).astype(np.float32)
+        good = np.isfinite(pair.inputs).all(-1)
+        if np.isfinite(pair.target).any():
+            good &= np.isfinite(pair.target)
+        good = good.astype(np.float32)
         # Fraction of good pixels in the tile starting at each pixel.
         frac = uniform_filter(good, size=tile, mode="constant", origin=-(tile // 2))
         for y0 in range(0, h - tile + 1, stride):
@@ -268,7 +315,7 @@ def load_pairs(data: DataConfig, model: ModelConfig, conventions: InputConventio
                     if "mock_real" in str(folder) else "")
             raise MapError(f"{folder}: real-pair folder not found;{hint} or train on simulations only "
                            "with --sim-per-real 0")
-        real.append(prepare_real(read_field(path, bands), model, conventions, data.real_max_rms_mjy))
+        real.append(prepare_real(read_real_folder(path, bands), model, conventions, data.real_max_rms_mjy))
     return sim, valid, real
 
 

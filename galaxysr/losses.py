@@ -29,7 +29,7 @@ from .model import FluxScaling
 
 __all__ = ["L1Loss", "MeanFluxLoss", "MedianFluxLoss", "find_sources", "disk_kernel", "aperture_sums", "matched_filter",
            "local_peaks", "ApertureFluxLoss", "PeakFluxLoss", "UncertaintyLoss", "SkyModelLoss", "AdversarialLoss",
-           "CatalogueLoss", "cell_targets_tf", "CombinedLoss"]
+           "CatalogueLoss", "cell_targets_tf", "ReobservationLoss", "CombinedLoss"]
 
 _PACKAGE = "galaxysr"
 
@@ -528,6 +528,97 @@ class CatalogueLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
+class ReobservationLoss(keras.losses.Loss):
+    """The catalogue head's SPIRE fluxes drawn back through the SPIRE beams must give back the
+    SPIRE maps the network was given (:mod:`galaxysr.reobserve` is the same check on a decoded
+    catalogue). It needs no 450 µm target, so it can train on real SPIRE maps.
+
+    Every cell is drawn as a point source of its expected flux, p × 10^μ (the probability that
+    a source is centred there times its posterior median; μ clipped to 10⁻¹–10⁴ mJy, since the
+    fluxes of empty cells are not otherwise trained), at the cell centre plus its predicted
+    offset, through each band's beam of the instrument table (a Gaussian, peak = flux in
+    mJy/beam) — differentiable in presence, position and flux. Per band the residual is the map
+    minus that drawing minus its noise-weighted mean (the maps' background is removed by a
+    filter, and sources too faint to list add a level); χ = residual / σ with σ² = noise² +
+    ``confusion_mjy``² (the confusion of the sources the head does not list: 1.5–2.0 mJy/beam
+    measured at calibration for the 0.5 models), Huber-clipped beyond ``huber_sigma`` so that a
+    Jy-bright source a few per cent off does not drown the rest. Pixels are scored where the map
+    has data and at least one beam FWHM inside the tile (light from sources beyond it reaches the
+    edge). Returns per sample the mean over bands of the mean over scored pixels.
+
+    ``y_true`` (B, H, W, 2n): the network's inputs — the SPIRE maps of ``bands`` then their 1σ
+    noise maps, scaled with :class:`~galaxysr.model.FluxScaling`, 0 where there is no data.
+    ``y_pred`` (B, H, W, :data:`galaxysr.cells.CELL_CHANNELS`): the head's raw outputs, each cell's
+    repeated over its ``cell`` × ``cell`` pixels.
+    """
+
+    #: log10 of the drawn fluxes (mJy) is held in this range.
+    LOG_FLUX_RANGE = (-1.0, 4.0)
+
+    def __init__(self, bands: tuple[str, ...] = ("spire_250", "spire_350", "spire_500"), pixel_arcsec: float = 2.0,
+                 cell: int = CELL_PIXELS, confusion_mjy: float = 2.0, huber_sigma: float = 3.0,
+                 softening_mjy: float = FluxScaling.softening_mjy, ceiling_mjy: float = FluxScaling.ceiling_mjy,
+                 name=None, reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.bands, self.pixel_arcsec, self.cell = tuple(bands), float(pixel_arcsec), int(cell)
+        self.confusion_mjy, self.huber_sigma = float(confusion_mjy), float(huber_sigma)
+        self.scaling = FluxScaling(softening_mjy, ceiling_mjy)
+        pixel = self.pixel_arcsec * u.arcsec
+        self.sigma_px = [get_band(b).sigma_pixels(pixel) for b in self.bands]
+        self.margin_px = [int(np.ceil(get_band(b).fwhm_pixels(pixel))) for b in self.bands]
+        self.flux_channels = [5 + CATALOGUE_BANDS.index(b) for b in self.bands]
+
+    def drawn(self, y_pred):
+        """The head's expected sky drawn through each band's beam: (B, H, W, n bands), mJy/beam."""
+        raw = tf.convert_to_tensor(y_pred, tf.float32)
+        h, w = raw.shape[1], raw.shape[2]
+        cells = raw[:, ::self.cell, ::self.cell]
+        batch, n_cells = tf.shape(cells)[0], (h // self.cell) * (w // self.cell)
+        centre = tf.range(h // self.cell, dtype=tf.float32) * self.cell + (self.cell - 1) / 2
+        y = tf.reshape(centre[None, :, None] + cells[..., 1] * self.cell, [batch, n_cells])
+        centre = tf.range(w // self.cell, dtype=tf.float32) * self.cell + (self.cell - 1) / 2
+        x = tf.reshape(centre[None, None, :] + cells[..., 2] * self.cell, [batch, n_cells])
+        p = tf.reshape(tf.sigmoid(cells[..., 0]), [batch, n_cells])
+        rows, cols = tf.range(h, dtype=tf.float32), tf.range(w, dtype=tf.float32)
+        out = []
+        for sigma, channel in zip(self.sigma_px, self.flux_channels):
+            log_flux = tf.clip_by_value(tf.reshape(cells[..., channel], [batch, n_cells]), *self.LOG_FLUX_RANGE)
+            flux = p * tf.pow(10.0, log_flux)
+            g_y = tf.exp(-0.5 * tf.square((rows[None, None, :] - y[..., None]) / sigma))   # (B, K, H)
+            g_x = tf.exp(-0.5 * tf.square((cols[None, None, :] - x[..., None]) / sigma))   # (B, K, W)
+            out.append(tf.matmul(g_y * flux[..., None], g_x, transpose_a=True))          # (B, H, W)
+        return tf.stack(out, -1)
+
+    def call(self, y_true, y_pred):
+        inputs = tf.convert_to_tensor(y_true, tf.float32)
+        n = len(self.bands)
+        data, noise = self.scaling.inverse(inputs[..., :n]), self.scaling.inverse(inputs[..., n:2 * n])
+        drawn = self.drawn(y_pred)
+        h, w = inputs.shape[1], inputs.shape[2]
+        if min(h, w) <= 2 * max(self.margin_px):
+            raise ValueError(f"{h}×{w}-pixel tiles leave no pixels one {self.bands[-1]} beam FWHM inside their edges "
+                             f"({max(self.margin_px)} pixels); the re-observation term needs tiles of at least "
+                             f"{2 * max(self.margin_px) + 16} pixels")
+        per_band = []
+        for i, m in enumerate(self.margin_px):
+            inner = tf.pad(tf.ones([h - 2 * m, w - 2 * m]), [[m, m], [m, m]])
+            valid = tf.cast(noise[..., i] > 0, tf.float32) * inner
+            weight = valid / (tf.square(noise[..., i]) + self.confusion_mjy**2)
+            residual = data[..., i] - drawn[..., i]
+            level = _safe_divide(tf.reduce_sum(residual * weight, [1, 2]), tf.reduce_sum(weight, [1, 2]))
+            chi = (residual - level[:, None, None]) * tf.sqrt(weight)
+            k = self.huber_sigma
+            huber = tf.where(tf.abs(chi) <= k, 0.5 * tf.square(chi), k * (tf.abs(chi) - 0.5 * k))
+            per_band.append(_safe_divide(tf.reduce_sum(huber * valid, [1, 2]), tf.reduce_sum(valid, [1, 2])))
+        return tf.add_n(per_band) / n
+
+    def get_config(self):
+        return {**super().get_config(), "bands": list(self.bands), "pixel_arcsec": self.pixel_arcsec,
+                "cell": self.cell, "confusion_mjy": self.confusion_mjy, "huber_sigma": self.huber_sigma,
+                "softening_mjy": self.scaling.softening_mjy, "ceiling_mjy": self.scaling.ceiling_mjy}
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
 class AdversarialLoss(keras.losses.Loss):
     """Sigmoid cross-entropy of a PatchGAN discriminator's logits (B, h, w, 1) against a
     label (1 = "a real SCUBA-2 map", 0 = "the network's"), averaged over the patches.
@@ -562,20 +653,27 @@ class CombinedLoss(_ScaledLoss):
     """
 
     TERMS = ("l1", "mean_flux", "median_flux", "aperture_flux", "peak_flux", "uncertainty", "sky_model",
-             "presence", "cell_position", "cell_flux")
+             "presence", "cell_position", "cell_flux", "reobservation")
     SOURCE_TERMS = ("aperture_flux", "peak_flux")
     #: The catalogue head's terms and the part of :meth:`CatalogueLoss.parts` each is.
     CELL_TERMS = {"presence": "presence", "cell_position": "position", "cell_flux": "flux"}
 
     def __init__(self, config: LossConfig | None = None, pixel_arcsec: float = 2.0, band: str = TARGET_BAND,
                  real: bool = False, uncertainty_head: bool = False, sky_oversample: int = 0,
-                 catalogue_head: bool = False, cell_min_flux_mjy: float = 2.0, **kwargs):
+                 catalogue_head: bool = False, cell_min_flux_mjy: float = 2.0,
+                 input_bands: tuple[str, ...] = ("spire_250", "spire_350", "spire_500"), noise_inputs: bool = True,
+                 **kwargs):
         super().__init__(**kwargs)
         self.config = c = LossConfig() if config is None else config
         self.weights = {k: float(getattr(c, k)) for k in self.TERMS}
         self.pixel_arcsec, self.band, self.real = float(pixel_arcsec), band, bool(real)
         self.uncertainty_head, self.sky_oversample = bool(uncertainty_head), int(sky_oversample)
         self.catalogue_head, self.cell_min_flux_mjy = bool(catalogue_head), float(cell_min_flux_mjy)
+        self.input_bands, self.noise_inputs = tuple(input_bands), bool(noise_inputs)
+        if self.weights["reobservation"] and not (self.catalogue_head and self.noise_inputs):
+            raise ValueError("the re-observation term draws the catalogue head's SPIRE fluxes against the input maps "
+                             "weighted by their noise: it needs a model with a catalogue head and noise inputs "
+                             "(--catalogue-head, noise_inputs); or leave --w-reobservation at 0")
         self.catalogue = CatalogueLoss(CELL_PIXELS, CATALOGUE_BANDS.index(band) if band in CATALOGUE_BANDS else 0,
                                        cell_min_flux_mjy, c.cell_focal_gamma, c.cell_nll_beta)
         scale = dict(softening_mjy=self.scaling.softening_mjy, ceiling_mjy=self.scaling.ceiling_mjy)
@@ -589,6 +687,8 @@ class CombinedLoss(_ScaledLoss):
             "sky_model": SkyModelLoss(pixel_arcsec, max(self.sky_oversample, 1), c.sky_fwhm_arcsec, c.sky_huber_mjy,
                                       c.bright_mjy),
             **{k: self.catalogue for k in self.CELL_TERMS},
+            "reobservation": ReobservationLoss(self.input_bands, pixel_arcsec, CELL_PIXELS,
+                                               c.reobservation_confusion_mjy, **scale),
         }
 
     @classmethod
@@ -599,11 +699,15 @@ class CombinedLoss(_ScaledLoss):
         return cls(loss, conventions.pixel_arcsec, model.target_band, real, uncertainty_head=model.uncertainty_head,
                    sky_oversample=model.sky_oversample if model.has_sky else 0,
                    catalogue_head=model.catalogue_head, cell_min_flux_mjy=model.cell_min_flux_mjy,
+                   input_bands=tuple(model.input_bands), noise_inputs=model.noise_inputs,
                    softening_mjy=model.scaling.softening_mjy, ceiling_mjy=model.scaling.ceiling_mjy)
 
-    def active(self, y_true, y_pred) -> list[str]:
-        """The terms computed for these tensors: weight ≠ 0 and their inputs present."""
+    def active(self, y_true, y_pred, inputs=None) -> list[str]:
+        """The terms computed for these tensors: weight ≠ 0 and their inputs present (the
+        re-observation term needs the network's ``inputs``)."""
         def present(k):
+            if k == "reobservation":
+                return inputs is not None
             if k == "uncertainty":
                 return self.uncertainty_head and y_pred.shape[-1] >= 2
             if k == "sky_model":
@@ -614,9 +718,10 @@ class CombinedLoss(_ScaledLoss):
 
         return [k for k in self.TERMS if self.weights[k] != 0 and present(k)]
 
-    def per_term(self, y_true, y_pred) -> dict:
-        """Each term's per-sample values (unweighted), skipping terms of weight 0."""
-        active = self.active(y_true, y_pred)
+    def per_term(self, y_true, y_pred, inputs=None) -> dict:
+        """Each term's per-sample values (unweighted), skipping terms of weight 0; ``inputs``
+        (the network's, scaled) for the re-observation term."""
+        active = self.active(y_true, y_pred, inputs)
         y_map = y_pred[..., :1]
         out = {}
         if any(isinstance(self.terms[k], _FluxLoss) for k in active):
@@ -635,8 +740,11 @@ class CombinedLoss(_ScaledLoss):
                 n = self.sky_oversample**2
                 start = 1 + int(self.uncertainty_head)
                 out[k] = self.terms[k].call(y_true[..., 1:2], y_pred[..., start:start + n])
+        cells_start = 1 + int(self.uncertainty_head) + self.sky_oversample**2
+        if "reobservation" in active:
+            out["reobservation"] = self.terms["reobservation"].call(inputs, y_pred[..., cells_start:])
         if any(k in self.CELL_TERMS for k in active):
-            start = 1 + int(self.uncertainty_head) + self.sky_oversample**2
+            start = cells_start
             parts = self.catalogue.parts(y_true[..., 2:], y_pred[..., start:])
             out.update({k: parts[part] for k, part in self.CELL_TERMS.items() if k in active})
         for k in active:
@@ -660,5 +768,6 @@ class CombinedLoss(_ScaledLoss):
         config = super().get_config()
         config.update(config=self.config.to_dict(), pixel_arcsec=self.pixel_arcsec, band=self.band, real=self.real,
                       uncertainty_head=self.uncertainty_head, sky_oversample=self.sky_oversample,
-                      catalogue_head=self.catalogue_head, cell_min_flux_mjy=self.cell_min_flux_mjy)
+                      catalogue_head=self.catalogue_head, cell_min_flux_mjy=self.cell_min_flux_mjy,
+                      input_bands=list(self.input_bands), noise_inputs=self.noise_inputs)
         return config

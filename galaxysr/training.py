@@ -433,6 +433,10 @@ class Trainer:
         config = self.config
         sim, valid, real = load_pairs(config.data, config.model, config.conventions, progress,
                                       config.loss.sky_fwhm_arcsec)
+        spire_only = [p.name for p in real if not np.isfinite(p.target).any()]
+        if spire_only and not config.loss.reobservation:
+            raise ValueError(f"{', '.join(spire_only)}: SPIRE maps without a 450 µm map train only the re-observation "
+                             "term, which is off; give --w-reobservation > 0, or a folder with scuba2_450.fits")
         self.sim_stream = TileStream(sim, config.model, config.conventions, seed=config.seed * 2 + 1,
                                      name="simulated fields")
         self.real_stream = (TileStream(real, config.model, config.conventions, seed=config.seed * 2 + 2,
@@ -520,7 +524,7 @@ class Trainer:
         def replica_step(inputs, targets):
             with tf.GradientTape() as tape, tf.GradientTape() as d_tape:
                 predictions = model(inputs, training=True)
-                terms = loss_fn.per_term(targets, predictions)
+                terms = loss_fn.per_term(targets, predictions, inputs)
                 total = loss_fn.total(terms)
                 if disc is not None:
                     d_fake = disc(tf.concat([inputs, predictions[..., :1]], -1), training=True)
@@ -557,7 +561,7 @@ class Trainer:
         """Loss terms (simulated form) on the held-out validation tiles."""
         inputs, targets = self.valid
         predictions = self.model.predict(inputs, batch_size=self.config.batch_size, verbose=0)
-        terms = self.losses["sim"].per_term(targets, predictions)
+        terms = self.losses["sim"].per_term(targets, predictions, inputs)
         logs = {k: float(np.mean(v)) for k, v in terms.items()}
         logs["total"] = float(np.mean(self.losses["sim"].total(terms)))
         return logs

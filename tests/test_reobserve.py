@@ -189,3 +189,121 @@ def test_pixels_with_data_and_no_error_are_left_out_of_the_fit():
     m = replace(m, data=(data + np.random.default_rng(0).normal(0, 1.0, m.shape)).astype(np.float32), noise=noise)
     flux, err, _ = forced_fluxes(m, x, y)
     assert np.isfinite(flux[0]) and np.isfinite(err[0]) and abs(flux[0] - 25.0) < 3 * err[0]
+
+
+# -- the training term: the catalogue head's SPIRE fluxes against the input maps ------------------
+
+A1689 = "data/real/A1689_1342201247"   # packaged SPIRE maps as the archive names them, no 450 µm map
+
+
+def _head_truth(seed: int = 4):
+    """(raw head outputs stating a truth, per-band noise-free input maps of that truth (mJy/beam),
+    the truth's pixel positions and fluxes) on a 64-pixel tile of 2″ pixels."""
+    from test_catalogue_head import _perfect_cells, _planes
+
+    from galaxysr.simulate import render_sources
+
+    planes, truth, wcs = _planes(seed)
+    raw = np.repeat(np.repeat(_perfect_cells(planes, confidence=30.0), 2, 0), 2, 1)[None]
+    x, y = wcs.world_to_pixel_values(np.asarray(truth["ra"]), np.asarray(truth["dec"]))
+    maps = [render_sources(x, y, np.asarray(truth[f"flux_{b}"], float), planes.shape[:2],
+                           get_band(b).sigma_pixels(2 * u.arcsec)) for b in SPIRE_BANDS]
+    return raw, np.stack(maps, -1)[None].astype(np.float32)
+
+
+def _scaled_inputs(maps_mjy: np.ndarray, noise_mjy: float = 1.0) -> np.ndarray:
+    from galaxysr.model import FluxScaling
+
+    scaling = FluxScaling()
+    return np.concatenate([scaling.forward(maps_mjy), scaling.forward(np.full_like(maps_mjy, noise_mjy))],
+                          -1).astype(np.float32)
+
+
+def test_the_training_term_draws_a_cell_as_the_instrument_beam_times_its_flux():
+    """Issue 27, item 3: the re-observation term draws each cell through each SPIRE beam of the
+    instrument table at its sub-cell position, peak = p × flux (to 0.1 %)."""
+    from galaxysr.losses import ReobservationLoss
+
+    raw, maps = _head_truth()
+    drawn = ReobservationLoss().drawn(raw).numpy()
+    assert maps.max() > 30
+    np.testing.assert_allclose(drawn, maps, atol=1e-3 * maps.max())
+
+
+def test_the_training_term_is_zero_for_the_true_catalogue_on_noise_free_maps_and_grows_with_a_wrong_one():
+    from galaxysr.cells import CELL_LAYOUT
+    from galaxysr.losses import ReobservationLoss
+
+    raw, maps = _head_truth()
+    loss = ReobservationLoss()
+    inputs = _scaled_inputs(maps)
+    assert float(loss(inputs, raw)) < 1e-4
+    for channel, change in (("log_flux_spire_350", np.log10(1.3)), ("dx", 0.5)):
+        wrong = raw.copy()
+        wrong[..., CELL_LAYOUT.index(channel)] += change
+        assert float(loss(inputs, wrong)) > 0.05, channel
+
+
+def _spire_only_batch(model, n: int = 4):
+    from galaxysr.conventions import InputConventions
+    from galaxysr.datasets import TileStream, prepare_real, read_real_folder, resolve_path
+
+    field = read_real_folder(resolve_path(A1689), (*model.input_bands, model.target_band))
+    pair = prepare_real(field, model, InputConventions(), max_rms_mjy=2.0)
+    assert np.isnan(pair.target).all() and np.isfinite(pair.inputs).all(-1).mean() > 0.3
+    stream = TileStream([pair], model, InputConventions(), seed=3, min_good=0.6, name="A1689 SPIRE")
+    return stream.take(n)
+
+
+def test_a_real_phase_batch_without_a_450_map_trains_through_positions_and_fluxes():
+    """Issue 27, item 3: real SPIRE maps with no 450 µm map (the archive's A1689 files) give a real
+    batch whose only term is the re-observation; its gradient reaches the head's positions and
+    SPIRE fluxes and the network's weights, and a few steps lower it."""
+    import keras
+    import tensorflow as tf
+
+    from galaxysr.cells import CELL_LAYOUT
+    from galaxysr.config import LossConfig
+    from galaxysr.conventions import InputConventions
+    from galaxysr.losses import CombinedLoss
+    from galaxysr.model import ModelConfig, build_generator
+
+    model = ModelConfig(tile=64, depth=3, base_filters=4, catalogue_head=True)
+    inputs, targets = _spire_only_batch(model)
+    loss = CombinedLoss.from_configs(LossConfig(reobservation=1.0), model, InputConventions(), real=True)
+    keras.utils.set_random_seed(0)
+    generator = build_generator(model)
+    start = 1 + int(model.uncertainty_head) + model.sky_oversample**2
+    predictions = tf.Variable(generator(inputs))
+    with tf.GradientTape() as tape:
+        terms = loss.per_term(targets, predictions, inputs)
+    assert all(np.isfinite(v.numpy()).all() for v in terms.values()), terms
+    grad = tape.gradient(terms["reobservation"], predictions).numpy()[..., start:]
+    for channel in ("logit", "dy", "dx", "log_flux_spire_250", "log_flux_spire_350", "log_flux_spire_500"):
+        assert np.abs(grad[..., CELL_LAYOUT.index(channel)]).sum() > 0, channel
+    assert np.abs(grad[..., CELL_LAYOUT.index("log_flux_scuba2_450")]).sum() == 0
+    optimizer = keras.optimizers.Adam(3e-3)
+    history = []
+    for _ in range(12):
+        with tf.GradientTape() as tape:
+            total = tf.reduce_mean(loss.total(loss.per_term(targets, generator(inputs, training=True), inputs)))
+        grads = tape.gradient(total, generator.trainable_variables)
+        assert float(tf.linalg.global_norm(grads)) > 0
+        optimizer.apply_gradients(zip(grads, generator.trainable_variables))
+        history.append(float(total))
+    assert history[-1] < 0.8 * history[0], history
+
+
+def test_a_spire_only_real_folder_needs_the_re_observation_term(tmp_path):
+    from test_training import TINY_MODEL, tiny_config
+
+    from galaxysr.config import LossConfig
+    from galaxysr.training import Trainer
+
+    model = replace(TINY_MODEL, tile=64, catalogue_head=True)
+    config = tiny_config(tmp_path, str(tmp_path / "sim"), real=(A1689,), model=model, epochs=1, steps_per_epoch=2)
+    with pytest.raises(ValueError, match="re-observation"):
+        Trainer(config, progress=False)
+    config = replace(config, loss=LossConfig(reobservation=0.5))
+    history = Trainer(config, progress=False).run()["history"]
+    assert np.isfinite(history[-1]["real_reobservation"]) and np.isfinite(history[-1]["sim_reobservation"])
