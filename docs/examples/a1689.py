@@ -32,6 +32,7 @@ def archive_file(band: str) -> str:
 def main(out: str = "a1689.png") -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.colors import PowerNorm
 
     maps = {band: read_map(archive_file(band), band=band) for band in TAGS}
     result = super_resolve(maps["spire_250"], maps["spire_350"], maps["spire_500"])
@@ -46,17 +47,30 @@ def main(out: str = "a1689.png") -> None:
           f"{covered:.0%} of the grid with data; {len(catalogue)} sources at {chosen} "
           f"(brightest {catalogue['flux'][0]:.1f})" if len(catalogue) else "no sources")
 
-    fig = Figure(figsize=(16, 4.4))
+    fig = Figure(figsize=(20, 4.4))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 4)
+    axes = fig.subplots(1, 5)
     for ax, band in zip(axes, TAGS):
         seen = condition(maps[band]).map  # on its own archive grid (6″/10″/14″ pixels)
         ax.imshow(seen.data, origin="lower", cmap="inferno", vmin=-10, vmax=np.nanpercentile(seen.data, 99.5))
         ax.set_title(f"SPIRE {band[-3:]} µm, {seen.pixel_scale.to_value('arcsec'):.0f}″ pixels", fontsize=9)
-    ax = axes[3]
-    ax.imshow(result.data, origin="lower", cmap="inferno", vmin=0, vmax=np.nanpercentile(result.data, 99.7))
-    ax.plot(catalogue["x"], catalogue["y"], "o", mfc="none", mec="cyan", ms=7, mew=0.8)
-    ax.set_title(f"galaxysr 450 µm + catalogue ({len(catalogue)} sources)", fontsize=9)
+    # The drawn map is mostly empty sky between 7.9″ sources: a square-root stretch to its brightest
+    # sources shows them at this size; the last panel zooms on the centre with the catalogue.
+    norm = PowerNorm(0.5, vmin=0, vmax=float(np.nanpercentile(result.data[result.data > 0], 99.5)))
+    axes[3].imshow(result.data, origin="lower", cmap="inferno", norm=norm)
+    axes[3].set_title("galaxysr 450 µm (drawn catalogue, 7.9″ beam)", fontsize=9)
+    ny, nx = result.shape
+    half = 60  # 4′ × 4′ at 2″ pixels
+    y0, x0 = ny // 2 - half, nx // 2 - half
+    ax = axes[4]
+    ax.imshow(result.data[y0:y0 + 2 * half, x0:x0 + 2 * half], origin="lower", cmap="inferno", norm=norm,
+              extent=(x0 - 0.5, x0 + 2 * half - 0.5, y0 - 0.5, y0 + 2 * half - 0.5))
+    inside = ((catalogue["x"] > x0) & (catalogue["x"] < x0 + 2 * half) & (catalogue["y"] > y0)
+              & (catalogue["y"] < y0 + 2 * half)) if len(catalogue) else []
+    ax.plot(catalogue["x"][inside], catalogue["y"][inside], "o", mfc="none", mec="cyan", ms=14, mew=0.8)
+    ax.set_xlim(x0 - 0.5, x0 + 2 * half - 0.5)
+    ax.set_ylim(y0 - 0.5, y0 + 2 * half - 0.5)
+    ax.set_title(f"centre 4′ × 4′ + catalogue ({len(catalogue)} sources in all)", fontsize=9)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
