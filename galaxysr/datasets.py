@@ -135,7 +135,8 @@ class Pair:
     """Aligned inputs (H, W, C) and target (H, W) in mJy/beam on one output grid, and where the
     truth is known (simulated fields) the truth drawn through a narrow kernel (H, W; mJy) and, for
     a catalogue head, its sources as per-pixel blends (H, W, 2 + 4; :func:`galaxysr.cells.source_planes`
-    in :data:`~galaxysr.cells.CATALOGUE_BANDS`)."""
+    in :data:`~galaxysr.cells.CATALOGUE_BANDS`). A ``spire_only`` pair (real SPIRE maps without a
+    450 µm map) has a target that is NaN everywhere."""
 
     inputs: np.ndarray
     target: np.ndarray
@@ -143,6 +144,7 @@ class Pair:
     name: str
     sky_target: np.ndarray | None = None
     planes: np.ndarray | None = None
+    spire_only: bool = False
 
 
 def stack_inputs(field: Field, config: ModelConfig, conventions: InputConventions, wcs, shape) -> np.ndarray:
@@ -213,7 +215,7 @@ def prepare_spire_only(field: Field, config: ModelConfig, conventions: InputConv
     re-observation term reads the inputs)."""
     wcs, shape = output_grid(condition(field[config.input_bands[0]], conventions.background).map, conventions.pixel)
     inputs = stack_inputs(field, config, conventions, wcs, shape)
-    return Pair(inputs, np.full(shape, np.nan, np.float32), wcs, field.path)
+    return Pair(inputs, np.full(shape, np.nan, np.float32), wcs, field.path, spire_only=True)
 
 
 def prepare_real(field: Field, config: ModelConfig, conventions: InputConventions, max_rms_mjy: float) -> Pair:
@@ -247,7 +249,7 @@ def tile_origins(pairs: list[Pair], tile: int, stride: int, min_good: float) -> 
         if h < tile or w < tile:
             continue
         good = np.isfinite(pair.inputs).all(-1)
-        if np.isfinite(pair.target).any():
+        if not pair.spire_only:
             good &= np.isfinite(pair.target)
         good = good.astype(np.float32)
         # Fraction of good pixels in the tile starting at each pixel.

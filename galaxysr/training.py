@@ -433,7 +433,7 @@ class Trainer:
         config = self.config
         sim, valid, real = load_pairs(config.data, config.model, config.conventions, progress,
                                       config.loss.sky_fwhm_arcsec)
-        spire_only = [p.name for p in real if not np.isfinite(p.target).any()]
+        spire_only = [p.name for p in real if p.spire_only]
         if spire_only and not config.loss.reobservation:
             raise ValueError(f"{', '.join(spire_only)}: SPIRE maps without a 450 µm map train only the re-observation "
                              "term, which is off; give --w-reobservation > 0, or a folder with scuba2_450.fits")

@@ -265,9 +265,14 @@ def test_the_shipped_model_carries_its_calibration_and_its_maps_the_flux_curves(
 
     artifact = load_artifact()
     assert (artifact.path / CALIBRATION_FILE).exists()
-    assert artifact.calibration.fwhm_arcsec == pytest.approx(9.490, abs=0.001)
+    # The per-pixel map's measured beam, within what the health check lets pass; the primary map
+    # (the catalogue drawn) is at the target beam.
+    from galaxysr.evaluate.health import HEALTH_BOUNDS
+
+    assert 7.9 < artifact.calibration.fwhm_arcsec <= HEALTH_BOUNDS.max_fwhm_arcsec
     assert artifact.calibration.errors["flux_mjy"] and artifact.beam_fwhm_arcsec == pytest.approx(7.9)
     curves = artifact.calibration.flux_curves()
-    assert set(curves) == {"error", "scatter"}
-    # Its raw PSF fluxes are low above 10 mJy (0.91 of the truth on the calibration fields): lifted.
-    assert curves["error"](20.0) > 1.0 and curves["scatter"](20.0) > 1.0
+    assert set(curves) == {"error", "scatter", "head", "head_error"}
+    # Raw fluxes fitted on the per-pixel map are low above 10 mJy (0.87–0.90 of the truth on the
+    # calibration fields): lifted, for the PSF catalogue and for the head's.
+    assert curves["error"](20.0) > 1.0 and curves["scatter"](20.0) > 1.0 and curves["head"](20.0) > 1.0

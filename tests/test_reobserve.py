@@ -250,7 +250,7 @@ def _spire_only_batch(model, n: int = 4):
 
     field = read_real_folder(resolve_path(A1689), (*model.input_bands, model.target_band))
     pair = prepare_real(field, model, InputConventions(), max_rms_mjy=2.0)
-    assert np.isnan(pair.target).all() and np.isfinite(pair.inputs).all(-1).mean() > 0.3
+    assert pair.spire_only and np.isnan(pair.target).all() and np.isfinite(pair.inputs).all(-1).mean() > 0.3
     stream = TileStream([pair], model, InputConventions(), seed=3, min_good=0.6, name="A1689 SPIRE")
     return stream.take(n)
 
