@@ -253,8 +253,9 @@ def _sky_section(results: dict, out: Path, prefix: str, level: str = "##") -> li
                   "median offset / pos_err of the real ones (a 2-D Gaussian's 1.18 when pos_err is honest).", "",
                   head_table(results["head"]), ""]
     if "uncertainty" in results:
-        lines += [f"{level}# Uncertainties", "", "The catalogue a user gets (`--catalogue`): sources at S/N ≥ 4 "
-                  "against the uncertainty of the sky around them (`det_snr`), `flux_err` the `ERROR` plane at the source, matched to the truth; by true flux. Where the field "
+        lines += [f"{level}# Uncertainties", "", "The catalogue a user gets (`--catalogue`, the "
+                  "model's default method: the head's at p_real ≥ 0.7, or PSF fits at S/N ≥ 4) with its `flux_err`, "
+                  "matched to the truth; by true flux. Where the field "
                   "records its simulation, the same sky is observed again with independent noise and the two "
                   "catalogues are compared (bins of the first observation's flux).", "",
                   uncertainty_table(results), ""]
