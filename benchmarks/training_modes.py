@@ -69,18 +69,23 @@ def head_table(rows: dict) -> None:
         print(f"| {name} | {r['seed']} | {fmt(r['beam'], '.2f')}″ | {fmt(r['peak'], '.3f')} | {r['completeness']:.3f} | "
               f"{r['completeness_5_10']:.3f} | {r['purity']:.3f} | {r['flux']:.3f} | {r['flux_5_9']:.3f} | "
               f"{r['offset']:.2f}″ | {r['drawn_beam']:.2f}″, {r['drawn_peak']:.3f} | ±{r['reliability']:.3f} | "
-              f"{r['psf_completeness']:.3f} | {r['spikes']} | "
-              f"{'passed' if r['health'] else 'FAILED' if r['health'] is False else '–'} | {r['minutes']:.1f} min |")
+              f"{r['psf_completeness']:.3f} | {r['spikes']} | {health(r)} | {r['minutes']:.1f} min |")
     spread(rows, ("beam", "peak", "completeness", "completeness_5_10", "purity", "flux", "flux_5_9", "offset"))
 
 
+def health(r: dict) -> str:
+    """The health check's verdict as a table cell."""
+    return "passed" if r["health"] else "FAILED" if r["health"] is False else "–"
+
+
 def spread(rows: dict, keys) -> None:
-    """For each measure, its mean over the runs and the largest deviation from it."""
+    """For each measure, its mean over the runs and the largest deviation from it (Markdown list)."""
+    print()
     for key in keys:
         values = [r[key] for r in rows.values() if r.get(key) is not None]
         if len(values) > 1:
             mean = sum(values) / len(values)
-            print(f"{key}: mean {mean:.3f}, largest deviation from the mean {max(abs(v - mean) for v in values):.3f}")
+            print(f"- {key}: mean {mean:.3f}, largest deviation from the mean {max(abs(v - mean) for v in values):.3f}")
 
 
 def fmt(value, spec: str) -> str:
@@ -114,8 +119,7 @@ def main(argv: list[str]) -> int:
               f"{fmt(r['cal_completeness'], '.3f')}, {fmt(r['cal_flux'], '.3f')} | {fmt(r.get('completeness'), '.3f')} | "
               f"{fmt(r.get('flux'), '.3f')} | {fmt(r.get('flux_5_9'), '.3f')} | {fmt(r.get('flux_error_reading'), '.3f')} | "
               f"{fmt(r.get('held_beam'), '.2f')}″ | {fmt(r.get('purity'), '.3f')} | "
-              f"{r['spikes']} | {'passed' if r['health'] else 'FAILED' if r['health'] is False else '–'} | "
-              f"{r['minutes']:.1f} min |")
+              f"{r['spikes']} | {health(r)} | {r['minutes']:.1f} min |")
     spread(rows, ("beam", "peak", "completeness", "flux", "flux_5_9", "flux_error_reading"))
     return 0
 

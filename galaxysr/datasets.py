@@ -213,7 +213,7 @@ def prepare_spire_only(field: Field, config: ModelConfig, conventions: InputConv
     """Inputs of a real folder without a 450 µm map, on the first input map's footprint at the
     output pixel scale; the target is NaN everywhere (the supervised terms skip it, the
     re-observation term reads the inputs)."""
-    wcs, shape = output_grid(condition(field[config.input_bands[0]], conventions.background).map, conventions.pixel)
+    wcs, shape = output_grid(field[config.input_bands[0]], conventions.pixel)
     inputs = stack_inputs(field, config, conventions, wcs, shape)
     return Pair(inputs, np.full(shape, np.nan, np.float32), wcs, field.path, spire_only=True)
 

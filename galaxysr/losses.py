@@ -21,9 +21,9 @@ import numpy as np
 import tensorflow as tf
 from astropy import units as u
 
-from .cells import CATALOGUE_BANDS, CELL_PIXELS
+from .cells import CATALOGUE_BANDS, CELL_LAYOUT, CELL_PIXELS
 from .config import LossConfig
-from .instruments import FWHM_PER_SIGMA, TARGET_BAND, get_band
+from .instruments import FWHM_PER_SIGMA, SPIRE_BANDS, TARGET_BAND, get_band
 from .beam import draw_through_beam, render_kernel
 from .model import FluxScaling
 
@@ -555,7 +555,7 @@ class ReobservationLoss(keras.losses.Loss):
     #: log10 of the drawn fluxes (mJy) is held in this range.
     LOG_FLUX_RANGE = (-1.0, 4.0)
 
-    def __init__(self, bands: tuple[str, ...] = ("spire_250", "spire_350", "spire_500"), pixel_arcsec: float = 2.0,
+    def __init__(self, bands: tuple[str, ...] = SPIRE_BANDS, pixel_arcsec: float = 2.0,
                  cell: int = CELL_PIXELS, confusion_mjy: float = 2.0, huber_sigma: float = 3.0,
                  softening_mjy: float = FluxScaling.softening_mjy, ceiling_mjy: float = FluxScaling.ceiling_mjy,
                  name=None, reduction="sum_over_batch_size", dtype=None):
@@ -566,7 +566,7 @@ class ReobservationLoss(keras.losses.Loss):
         pixel = self.pixel_arcsec * u.arcsec
         self.sigma_px = [get_band(b).sigma_pixels(pixel) for b in self.bands]
         self.margin_px = [int(np.ceil(get_band(b).fwhm_pixels(pixel))) for b in self.bands]
-        self.flux_channels = [5 + CATALOGUE_BANDS.index(b) for b in self.bands]
+        self.flux_channels = [CELL_LAYOUT.index(f"log_flux_{b}") for b in self.bands]
 
     def drawn(self, y_pred):
         """The head's expected sky drawn through each band's beam: (B, H, W, n bands), mJy/beam."""
@@ -661,7 +661,7 @@ class CombinedLoss(_ScaledLoss):
     def __init__(self, config: LossConfig | None = None, pixel_arcsec: float = 2.0, band: str = TARGET_BAND,
                  real: bool = False, uncertainty_head: bool = False, sky_oversample: int = 0,
                  catalogue_head: bool = False, cell_min_flux_mjy: float = 2.0,
-                 input_bands: tuple[str, ...] = ("spire_250", "spire_350", "spire_500"), noise_inputs: bool = True,
+                 input_bands: tuple[str, ...] = SPIRE_BANDS, noise_inputs: bool = True,
                  **kwargs):
         super().__init__(**kwargs)
         self.config = c = LossConfig() if config is None else config
