@@ -563,15 +563,23 @@ def head_sources(m: Map, p_min: float = HEAD_P_MIN) -> Table:
     the same calibration). Every decoded detection's position is refined on the per-pixel map
     (:func:`refine_positions`) and its S450 fitted there (``flux_forced``, ``flux_forced_err``:
     :func:`forced_photometry`, uncalibrated), all of them jointly, whatever ``p_min``. Detections off
-    the map's data are dropped. Most users want ``extract_sources(m, method="head")``."""
+    the map's data are dropped. A map that keeps its decoded detections (``m.decoded``, made with
+    the same presence calibration) is not decoded again. Most users want
+    ``extract_sources(m, method="head")``."""
+    presence = presence_from_keywords(m.meta) or {}
+    head = m.decoded if m.decoded is not None and m.decoded.meta.get("presence") == presence else _decode(m, presence)
+    return head[np.asarray(head["p_real"]) >= p_min]
+
+
+def _decode(m: Map, presence: dict) -> Table:
+    """:func:`head_sources` at p_real ≥ 0, decoded with the presence calibration ``presence``
+    ({} for none); its ``meta["presence"]`` says which."""
     if m.cells is None:
         raise ValueError(f"{m.source}: has no catalogue-head cells (CELLS extension)")
-    presence = presence_from_keywords(m.meta) or {}
     head = decode_cells(m.cells, m.wcs, float(m.pixel_scale.to_value(u.arcsec)), threshold=HEAD_DECODE_P,
                         cell=m.cell_pixels, position_scale=presence.get("pos_err_scale", 1.0),
                         flux_sigma_scale=presence.get("flux_sigma_scale"))
-    presence = presence or None
-    head["p_real"] = head["p"] if presence is None else calibrated_p(presence, np.asarray(head[presence["score"]]))
+    head["p_real"] = head["p"] if not presence else calibrated_p(presence, np.asarray(head[presence["score"]]))
     head = head[_on_data(m, head)]
     # The head places a source within its 4″ cell; the per-pixel map places bright ones better (at
     # 30–50 mJy 0.6″ against 1.1″ on the held-out sky): every detection is moved by one joint fit step.
@@ -587,7 +595,8 @@ def head_sources(m: Map, p_min: float = HEAD_P_MIN) -> Table:
     # the light, and a catalogue cut at any p_min is a subset of the map drawn from all of them.
     head["flux_forced"], head["flux_forced_err"] = forced_photometry(plane, np.asarray(head["x"], float),
                                                                      np.asarray(head["y"], float))
-    return head[np.asarray(head["p_real"]) >= p_min]
+    head.meta["presence"] = presence
+    return head
 
 
 def _on_data(m: Map, table: Table) -> np.ndarray:

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .config import BACKGROUND_METHODS, CATALOGUE_METHODS, HEAD_P_MIN, SKIES
@@ -31,7 +32,6 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 def _simulate(args) -> int:
     import json
-    from dataclasses import replace
 
     from tqdm import tqdm
 
@@ -270,7 +270,7 @@ def _add_background(p) -> None:
 def _predict(args) -> int:
     from .inference import (MissingBandError, digest, input_maps, load_artifact, outputs_to_make, provenance,
                             super_resolve_maps)
-    from .maps import MapError, read_map
+    from .maps import MapError, read_map, write_map
 
     out = Path(args.output)
     artifact = load_artifact(args.model)
@@ -298,17 +298,24 @@ def _predict(args) -> int:
         names = ", ".join(str(p) for p in (out, args.catalogue, args.priors) if p)
         print(f"{names}: up to date (same inputs, model and options); nothing to do")
         return 0
+    made = None
     if need_map:
+        # A map drawn from the catalogue head is made in memory anyway: it is kept, so that its
+        # catalogue reads the detections it was drawn from instead of decoding the file again.
+        drawn = "cells" in artifact.config.output_channels
         result = super_resolve_maps(maps, artifact, overlap=args.overlap, batch_size=args.batch_size,
-                                    progress=not args.no_progress, out_path=out, overwrite=True,
+                                    progress=not args.no_progress, out_path=None if drawn else out, overwrite=True,
                                     background=background, header_extra={"GSRPROV": made_from})
+        if drawn:
+            made, result = replace(result, source=str(out)), write_map(result, out, overwrite=True)
         print(f"wrote {result}")
     if need_cat or need_priors or (need_map and args.refine):
         from .catalogue import extract_sources, write_catalogue, write_priors
 
-        table = extract_sources(read_map(out, band=artifact.config.target_band), snr=args.snr,
-                                min_flux_mjy=args.min_flux, command=" ".join(["galaxysr", *sys.argv[1:]]),
-                                method=args.catalogue_method, p_min=args.p_min)
+        made = made if made is not None else read_map(out, band=artifact.config.target_band)
+        table = extract_sources(made, snr=args.snr, min_flux_mjy=args.min_flux,
+                                command=" ".join(["galaxysr", *sys.argv[1:]]), method=args.catalogue_method,
+                                p_min=args.p_min)
         if args.refine:
             table = _refine(table, maps, artifact, out, background)
         table.meta["GSRCAT"] = listed

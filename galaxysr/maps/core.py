@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy import units as u
@@ -13,6 +14,9 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..instruments import Band
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = ["MJY_PER_BEAM", "MJY_PER_PIXEL", "FLAG_BLENDED", "FLAG_EDGE", "FLAG_FILLED", "FLAG_LOW_COVERAGE", "MapError",
            "Map", "FluxCurve", "FLUX_READINGS", "CURVE_LETTERS", "flux_curve_cards", "flux_curves_from_header", "convert_factor",
@@ -174,6 +178,11 @@ class Map:
         input map minus the catalogue drawn through that band's beam, a Map on the input's own grid
         (mJy/beam) whose ``meta`` holds its χ² cards. Written as ``RESID250`` / ``RESID350`` /
         ``RESID500`` extensions.
+    decoded : Table or None
+        A catalogue-head network's decoded detections (:func:`galaxysr.catalogue.head_sources`
+        at p_real ≥ 0), kept by :func:`galaxysr.inference.draw_head_map` so that a catalogue of
+        the same map costs no second fit; made again when the presence calibration it was made
+        with (its ``meta["presence"]``) is not the map's. In memory only; a cut-out drops it.
     """
 
     data: np.ndarray
@@ -193,6 +202,7 @@ class Map:
     mean: np.ndarray | None = None
     mean_fwhm: u.Quantity | None = None
     residuals: dict = field(default_factory=dict)
+    decoded: Table | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.data.ndim != 2:
@@ -508,6 +518,6 @@ def cutout(m: Map, position: SkyCoord, size: u.Quantity | tuple[int, int]) -> Ma
     # The cells are dropped: a cut-out's pixel origin need not fall on a cell border.
     return replace(m, data=cut.data, wcs=cut.wcs, noise=same_cut(m.noise, np.nan),
                    flags=same_cut(m.flags, FLAG_EDGE), sky_model=same_cut(m.sky_model, np.nan, m.sky_oversample),
-                   cells=None, mean=same_cut(m.mean, np.nan))
+                   cells=None, mean=same_cut(m.mean, np.nan), decoded=None)
 
 
