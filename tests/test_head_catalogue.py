@@ -299,3 +299,27 @@ def test_the_head_summary_reads_reliability_per_decile_and_positional_honesty():
     assert overconfident["max_abs_difference"] > 0.3 and overconfident["offset_over_pos_err_median"] > 3
     table = head_table(summary)
     assert table.count("✓") >= 9 and "1.18" in table
+
+
+def test_a_drawn_map_keeps_its_decoded_detections_and_decodes_again_under_another_calibration():
+    """predict --catalogue reads the detections the map was drawn from (no second fit): the same
+    catalogue as a fresh decode; a map given another presence calibration is decoded again."""
+    from galaxysr.catalogue import head_sources
+    from galaxysr.inference import draw_head_map
+    from galaxysr.maps import cutout
+
+    m, truth = _head_map(6)
+    drawn = draw_head_map(m)
+    assert drawn.decoded is not None and len(drawn.decoded) >= len(truth)
+    kept = extract_sources(drawn, method="head", p_min=0.0)
+    fresh = extract_sources(replace(drawn, decoded=None), method="head", p_min=0.0)
+    for column in ("ra", "dec", "flux", "flux_err", "p_real", "flags"):
+        np.testing.assert_array_equal(kept[column], fresh[column])
+    score = np.r_[np.linspace(0.05, 1, 200), np.linspace(0.05, 1, 200)]
+    record = presence_calibration(score, np.r_[np.ones(200, bool), np.linspace(0.05, 1, 200) < 0.6])
+    recalibrated = replace(drawn, meta=drawn.meta | presence_cards(record))
+    again = head_sources(recalibrated, p_min=0.0)
+    assert again.meta["presence"] != drawn.decoded.meta["presence"]
+    np.testing.assert_allclose(again["p_real"], np.interp(np.asarray(again["p"]), record["nodes"], record["p_real"]),
+                               atol=1e-3)
+    assert cutout(drawn, drawn.wcs.pixel_to_world(32, 32), 20 * u.arcsec).decoded is None
