@@ -538,10 +538,11 @@ class ReobservationLoss(keras.losses.Loss):
     fluxes of empty cells are not otherwise trained), at the cell centre plus its predicted
     offset, through each band's beam of the instrument table (a Gaussian, peak = flux in
     mJy/beam) — differentiable in presence, position and flux. Only the ``max_cells`` cells of a
-    tile with the most expected 250 µm light are drawn (None: all): a 128-pixel tile of 2″ pixels
-    holds 4096 cells and some 50–100 sources above 2 mJy at 450 µm, and a cell left out carries
-    p × flux too small to matter; drawing all of them was a (cells × pixels) product per band that
-    halved the training rate. Per band the residual is the map
+    tile with the most expected 250 µm light are drawn (None: all; drawing all 4096 cells of a
+    128-pixel tile was a (cells × pixels) product per band that halved the training rate). A tile
+    holds some 10–20 cells at p > 0.5; the cells left out hold much of its expected light in sum
+    (65 % of p × S250 on a 1 deg² test field) but spread thin, like a level, which the residual's
+    mean removes — and this term no longer pushes them (docs/training.md measures what that does). Per band the residual is the map
     minus that drawing minus its noise-weighted mean (the maps' background is removed by a
     filter, and sources too faint to list add a level); χ = residual / σ with σ² = noise² +
     ``confusion_mjy``² (the confusion of the sources the head does not list: 1.5–2.0 mJy/beam
