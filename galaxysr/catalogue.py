@@ -535,8 +535,12 @@ def _flags(m: Map, valid: np.ndarray, ix: np.ndarray, iy: np.ndarray, group: np.
 def measured_plane(m: Map) -> Map:
     """The plane catalogues are measured on: a catalogue-head network's per-pixel map (``m.mean``,
     on which its flux curves, errors and forced photometry were calibrated) when ``m``'s image is
-    that catalogue drawn through the beam, else ``m`` itself."""
-    return m if m.mean is None else replace(m, data=m.mean, mean=None, mean_fwhm=None)
+    that catalogue drawn through the beam, else ``m`` itself. A catalogue-head network's per-pixel
+    map is measured at the band's beam, as it was calibrated, also where it is the image and its
+    header gives its wider measured beam (a survey mosaic, which keeps the cells)."""
+    if m.mean is not None:
+        return replace(m, data=m.mean, mean=None, mean_fwhm=None)
+    return replace(m, fwhm=None) if m.cells is not None and m.fwhm is not None else m
 
 
 def draw_catalogue(table: Table, m: Map, weight: str | None = "p_real") -> np.ndarray:

@@ -454,7 +454,7 @@ def _survey(args) -> int:
                        progress=not args.no_progress, model=args.model, tiles_per_block=args.block_tiles,
                        batch_size=args.batch_size, catalogue=args.catalogue, overwrite=args.overwrite,
                        snr=args.snr, min_flux_mjy=args.min_flux, background=args.background,
-                       method=args.catalogue_method)
+                       method=args.catalogue_method, p_min=args.p_min)
     for s in summaries:
         if s.get("up_to_date"):
             print(f"{s['mosaic']}: up to date (same inputs, model and options); nothing to do")
@@ -512,10 +512,14 @@ def _add_survey(sub, light: bool = False) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="tiles per network call")
     _add_background(p)
     p.add_argument("--catalogue", action="store_true", help="also extract a merged source catalogue per field")
-    p.add_argument("--snr", type=float, default=4.0, help="detection S/N for --catalogue")
+    p.add_argument("--snr", type=float, default=4.0, help="detection S/N for --catalogue (psf, sky)")
     p.add_argument("--min-flux", type=float, default=2.0, help="detection floor (mJy/beam) for --catalogue")
-    p.add_argument("--catalogue-method", choices=CATALOGUE_METHODS, default=CATALOGUE_METHODS[0],
-                   help="psf: PSF fits on the mosaic; sky: components of its SKYMODEL")
+    p.add_argument("--catalogue-method", choices=CATALOGUE_METHODS, default=None,
+                   help="head: the catalogue head's sources read from the mosaic's CELLS block by block, as "
+                        "predict's (the default for a model with a catalogue head); psf: PSF fits on the mosaic "
+                        "(the default for a model without one); sky: components of its SKYMODEL")
+    p.add_argument("--p-min", type=float, default=HEAD_P_MIN,
+                   help="--catalogue-method head: the least p_real kept; --snr does not apply there")
     p.add_argument("--overwrite", action="store_true", help="replace existing mosaics and catalogues")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     p.set_defaults(handler=_survey)

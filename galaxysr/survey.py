@@ -29,8 +29,9 @@ import numpy as np
 from astropy import units as u
 
 from .catalogue import DEFAULT_METHOD
+from .config import HEAD_P_MIN
 
-__all__ = ["Block", "plan_blocks", "run_block", "survey", "survey_field", "up_to_date", "start_client", "assemble",
+__all__ = ["Block", "plan_blocks", "block_done", "run_block", "survey", "survey_field", "up_to_date", "start_client", "assemble",
            "extract_mosaic", "field_stem"]
 
 #: Native input pixels read beyond what a block's tiles cover: the cubic-spline
@@ -157,18 +158,29 @@ def _read_cutout(path: str, band: str, job, region: tuple[int, int, int, int], n
     return cut
 
 
+def block_done(path: Path, with_cells: bool) -> bool:
+    """Whether the block file ``path`` is finished — for a catalogue-head network (``with_cells``),
+    with its cells (a block written before the survey kept them is made again)."""
+    if not Path(path).exists():
+        return False
+    if not with_cells:
+        return True
+    with np.load(path) as saved:
+        return "cells" in saved.files and saved["cells"].size > 0
+
+
 def run_block(block: Block, job, paths: dict, model: str, out_dir: str, noise_values: dict,
               batch_size: int = 16, threads: int = 1, backgrounds: dict | None = None) -> str:
     """Compute one block and write ``out_dir/<name>.npz`` atomically; a block already on
     disk is not recomputed. Returns the file's path."""
-    from .cells import CELL_CHANNELS
+    from .cells import CELL_CHANNELS, CELL_PIXELS
     from .inference import StripRunner, StripSums
     from .noise import fill_gaps
 
     out = Path(out_dir) / f"{block.name}.npz"
-    if out.exists():
-        return str(out)
     artifact = _model(model, threads)
+    if block_done(out, "cells" in artifact.config.output_channels):
+        return str(out)
     tile = job.tile
     r0, r1 = block.rows
     c0, c1 = block.cols
@@ -184,8 +196,11 @@ def run_block(block: Block, job, paths: dict, model: str, out_dir: str, noise_va
         inputs[band], filled[band] = fill_gaps(cut)
     y_lo, y_hi, cx_lo, cx_hi = block.core
     config = artifact.config
-    # A catalogue-head network's cells are blended with the rest but not kept: a block's core
-    # need not start on a cell border (the survey's catalogue is the PSF or sky one).
+    # A catalogue-head network's cells are kept once per cell: its blocks' cores start on cell
+    # borders, as its tiles do (even tile origins, :func:`galaxysr.inference.plan`).
+    if "cells" in config.output_channels and (y_lo % CELL_PIXELS or cx_lo % CELL_PIXELS):
+        raise ValueError(f"{block.name}: its core starts at pixel ({y_lo}, {cx_lo}), not on a border of the "
+                         f"catalogue head's {CELL_PIXELS}-pixel cells; plan blocks from the plan's tile origins")
     sums = StripSums(y_last - y_first, x_hi - x_lo, 2 if config.uncertainty_head else 1,
                      config.sky_oversample if config.has_sky else 0,
                      CELL_CHANNELS if "cells" in config.output_channels else 0)
@@ -195,12 +210,14 @@ def run_block(block: Block, job, paths: dict, model: str, out_dir: str, noise_va
             result = runner.run(y0, x_lo, x_hi, job.xs[c0:c1])
             if result is not None:
                 sums.add(y0 - y_first, result)
-    image, error, flags, sky, _ = sums.blended(slice(y_lo - y_first, y_hi - y_first), slice(cx_lo - x_lo, cx_hi - x_lo))
+    image, error, flags, sky, cells = sums.blended(slice(y_lo - y_first, y_hi - y_first),
+                                                   slice(cx_lo - x_lo, cx_hi - x_lo))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part.npz")
     empty = np.zeros((0, 0), np.float32)
     np.savez(tmp, image=image, error=empty if error is None else error, flags=flags,
-             sky=empty if sky is None else sky)
+             sky=empty if sky is None else sky,
+             cells=empty if cells is None else cells[::CELL_PIXELS, ::CELL_PIXELS])
     os.replace(tmp, out)
     return str(out)
 
@@ -217,18 +234,23 @@ def assemble(job, blocks: list[Block], block_dir: Path, out_path: Path, overwrit
     of blocks."""
     from .inference import MapWriter
 
+    from .cells import CELL_PIXELS
+
     config = job.artifact.config
     with_error = config.uncertainty_head
     f = config.sky_oversample if config.has_sky else 0
+    cell = CELL_PIXELS if "cells" in config.output_channels else 0
     template = job.template()
     if "cells" in config.output_channels:
         # predict.py draws a catalogue-head network's map from its catalogue (in memory); a survey
-        # mosaic is its per-pixel map, whose sources are wider than the beam: say how wide.
+        # mosaic is its per-pixel map, whose sources are wider than the beam: say how wide. It keeps
+        # the cells, from which the catalogue is read block by block (extract_mosaic).
         measured = job.artifact.calibration.fwhm_arcsec
         template = replace(template, fwhm=None if measured is None else measured * u.arcsec,
                            meta={**template.meta, "GSRPLANE": ("per-pixel map", "survey mosaic: not drawn from the "
                                                                 "catalogue head (docs/survey.md)")})
-    writer = MapWriter(template, job.shape, out_path, overwrite, with_error=with_error, sky_oversample=f)
+    writer = MapWriter(template, job.shape, out_path, overwrite, with_error=with_error, sky_oversample=f,
+                       cell_pixels=cell)
     try:
         by_row: dict[int, list[Block]] = {}
         for block in blocks:
@@ -240,7 +262,8 @@ def assemble(job, blocks: list[Block], block_dir: Path, out_path: Path, overwrit
             error = np.concatenate([p["error"] for p in parts], axis=1) if with_error else None
             flags = np.concatenate([p["flags"] for p in parts], axis=1)
             sky = np.concatenate([p["sky"] for p in parts], axis=1) if f else None
-            writer.write_rows(row[0].core[0], image, error, flags, sky)
+            cells = np.concatenate([p["cells"] for p in parts], axis=1) if cell else None
+            writer.write_rows(row[0].core[0], image, error, flags, sky, cells, cells_per_cell=True)
         return writer.finish()
     except BaseException:
         writer.abort()
@@ -249,23 +272,31 @@ def assemble(job, blocks: list[Block], block_dir: Path, out_path: Path, overwrit
 
 def extract_mosaic(path: Path, blocks: list[Block], halo_pixels: int, **kwargs):
     """Sources of a mosaic, found block by block on the block plus a halo and kept in the
-    block that owns their position, so sources in the overlaps appear once."""
+    block that owns their position, so sources in the overlaps appear once. A catalogue-head
+    network's mosaic (with ``CELLS``) gives each block its cells: the halo is rounded up to whole
+    cells, and block cores start on cell borders."""
     from astropy.table import vstack
 
     from .catalogue import extract_sources
     from .maps import read_map
 
     mosaic = read_map(path)
+    k = mosaic.cell_pixels if mosaic.cells is not None else 1
+    halo_pixels = -(-halo_pixels // k) * k
     tables = []
     for block in blocks:
         y_lo, y_hi, x_lo, x_hi = block.core
+        if y_lo % k or x_lo % k:
+            raise ValueError(f"{path}: {block.name} starts at pixel ({y_lo}, {x_lo}), not on a border of the "
+                             f"mosaic's {k}-pixel cells; plan blocks from the mosaic's tile origins")
         a, b = max(y_lo - halo_pixels, 0), min(y_hi + halo_pixels, mosaic.shape[0])
         c, d = max(x_lo - halo_pixels, 0), min(x_hi + halo_pixels, mosaic.shape[1])
         f = mosaic.sky_oversample
         sub = replace(mosaic, data=mosaic.data[a:b, c:d], wcs=mosaic.wcs[a:b, c:d],
                       noise=None if mosaic.noise is None else mosaic.noise[a:b, c:d],
                       flags=None if mosaic.flags is None else mosaic.flags[a:b, c:d],
-                      sky_model=None if mosaic.sky_model is None else mosaic.sky_model[f * a:f * b, f * c:f * d])
+                      sky_model=None if mosaic.sky_model is None else mosaic.sky_model[f * a:f * b, f * c:f * d],
+                      cells=None if mosaic.cells is None else mosaic.cells[a // k:-(-b // k), c // k:-(-d // k)])
         if not np.isfinite(sub.data).any():
             continue
         table = extract_sources(sub, **kwargs)
@@ -309,27 +340,27 @@ def start_client(workers: int | None = None, scheduler: str | None = None):
 def survey_field(client, spire250: str, out: str, spire350: str | None = None, spire500: str | None = None,
                  model=None, tiles_per_block: int = 8, batch_size: int = 16, catalogue: bool = False,
                  overwrite: bool = False, progress: bool = True, snr: float = 4.0, min_flux_mjy: float = 2.0,
-                 threads: int = 1, background: str | None = None, method: str = DEFAULT_METHOD) -> dict:
+                 threads: int = 1, background: str | None = None, method: str | None = None,
+                 p_min: float = HEAD_P_MIN) -> dict:
     """Super-resolve one SPIRE field (a 250 µm file; 350/500 found beside it) with the Dask
     ``client``.
 
     Writes ``out/<stem>_450.fits`` (and ``out/<stem>_450.ecsv`` with ``catalogue``), block
-    files under ``out/blocks_<stem>/``. Blocks already there are not recomputed. Returns a
+    files under ``out/blocks_<stem>/``. Blocks already there are not recomputed. The catalogue
+    ``method`` defaults to the model's own, as ``predict``'s does: its catalogue head's
+    (``p_real`` ≥ ``p_min``) for a model that has one, else PSF fits (S/N ≥ ``snr``). Returns a
     summary (paths, blocks computed and skipped, seconds).
     """
     from dask.distributed import as_completed
 
     from .inference import input_maps, load_model, outputs_to_make, plan
 
-    if catalogue and method == "head":
-        raise ValueError("the survey's catalogue is made block by block from the mosaic, which does not keep the "
-                         "catalogue head's cells: use --catalogue-method psf or sky here, or predict.py "
-                         "--catalogue-method head per map")
     started = time.perf_counter()
     artifact = load_model(model)
+    method = _method(artifact, method, catalogue)
     maps = input_maps(artifact, Path(spire250), spire350, spire500)
     made_from, listed, mosaic_path, catalogue_path = _provenance(artifact, maps, spire250, out, background, snr,
-                                                                 min_flux_mjy, method)
+                                                                 min_flux_mjy, method, p_min)
     need_mosaic, need_catalogue = outputs_to_make([(mosaic_path, "GSRPROV", made_from),
                                                    (catalogue and catalogue_path, "GSRCAT", listed)], overwrite)
     stem = field_stem(spire250)
@@ -355,7 +386,8 @@ def survey_field(client, spire250: str, out: str, spire350: str | None = None, s
     noise_values = {b: float(np.nanmedian(job.inputs[b].noise)) for b in paths
                     if maps[b].noise is None and job.inputs[b].noise is not None}
     blocks = plan_blocks(job.ys, job.xs, job.shape, job.tile, tiles_per_block)
-    done = {b.name for b in blocks if (block_dir / f"{b.name}.npz").exists()}
+    with_cells = "cells" in artifact.config.output_channels
+    done = {b.name for b in blocks if block_done(block_dir / f"{b.name}.npz", with_cells)}
     todo = [b for b in blocks if b.name not in done]
     summary = {"field": str(spire250), "blocks": len(blocks), "skipped": len(done), "computed": 0}
     if progress:
@@ -379,7 +411,8 @@ def survey_field(client, spire250: str, out: str, spire350: str | None = None, s
         from .catalogue import write_catalogue
 
         halo = int(np.ceil(3 * job.tile / 4))
-        table = extract_mosaic(mosaic_path, blocks, halo, snr=snr, min_flux_mjy=min_flux_mjy, method=method)
+        options = {"p_min": p_min} if method == "head" else {"snr": snr}
+        table = extract_mosaic(mosaic_path, blocks, halo, min_flux_mjy=min_flux_mjy, method=method, **options)
         table.meta["GSRCAT"] = listed
         write_catalogue(table, catalogue_path, overwrite=True)
         summary["catalogue"], summary["sources"] = str(catalogue_path), len(table)
@@ -387,7 +420,18 @@ def survey_field(client, spire250: str, out: str, spire350: str | None = None, s
     return summary
 
 
-def _provenance(artifact, maps: dict, spire250, out, background, snr, min_flux_mjy, method):
+def _method(artifact, method: str | None, catalogue: bool) -> str:
+    """The catalogue method of a survey: ``method``, or the model's own (its head's, if it has one)."""
+    with_cells = "cells" in artifact.config.output_channels
+    if method is None:
+        return "head" if with_cells else DEFAULT_METHOD
+    if catalogue and method == "head" and not with_cells:
+        raise ValueError(f"{artifact.name}: has no catalogue head, so no head catalogue; use --catalogue-method "
+                         "psf or sky, or a model trained with --catalogue-head")
+    return method
+
+
+def _provenance(artifact, maps: dict, spire250, out, background, snr, min_flux_mjy, method, p_min):
     """(mosaic digest, catalogue digest, mosaic path, catalogue path) of a field: as predict
     records them, so an unchanged field is up to date."""
     from .inference import digest, provenance
@@ -395,21 +439,23 @@ def _provenance(artifact, maps: dict, spire250, out, background, snr, min_flux_m
     stem = field_stem(spire250)
     made_from = provenance({b: m.source for b, m in maps.items()}, artifact,
                            {"overlap": None, "background": background or artifact.conventions.background})
-    return (made_from, digest(made_from, snr, min_flux_mjy, method), Path(out) / f"{stem}_450.fits",
-            Path(out) / f"{stem}_450.ecsv")
+    listed = digest(made_from, snr, min_flux_mjy, method, *((p_min,) if method == "head" else ()))
+    return made_from, listed, Path(out) / f"{stem}_450.fits", Path(out) / f"{stem}_450.ecsv"
 
 
 def up_to_date(spire250, out: str, model=None, spire350=None, spire500=None, catalogue: bool = False,
-               snr: float = 4.0, min_flux_mjy: float = 2.0, background: str | None = None, method: str = DEFAULT_METHOD,
-               **_) -> bool:
+               snr: float = 4.0, min_flux_mjy: float = 2.0, background: str | None = None, method: str | None = None,
+               p_min: float = HEAD_P_MIN, **_) -> bool:
     """Whether a field's mosaic (and catalogue) already exist from the same inputs, model and
     options — checked without starting any cluster. An existing output made otherwise raises
     :class:`~galaxysr.errors.OutputExistsError` here, before any cluster starts."""
     from .inference import input_maps, load_model, outputs_to_make
 
     artifact = load_model(model)
+    method = _method(artifact, method, catalogue)
     maps = input_maps(artifact, Path(spire250), spire350, spire500)
-    made_from, listed, mosaic, cat = _provenance(artifact, maps, spire250, out, background, snr, min_flux_mjy, method)
+    made_from, listed, mosaic, cat = _provenance(artifact, maps, spire250, out, background, snr, min_flux_mjy,
+                                                 method, p_min)
     return not any(outputs_to_make([(mosaic, "GSRPROV", made_from), (catalogue and cat, "GSRCAT", listed)], False))
 
 

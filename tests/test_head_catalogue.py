@@ -205,12 +205,10 @@ def test_the_presence_calibration_learns_how_often_a_score_is_real_on_fields_wit
     assert np.all(scaled["flux_spire_250_err"] > 2 * plain["flux_spire_250_err"])
 
 
-def test_predict_writes_the_head_catalogue_and_the_cells_and_the_survey_says_it_cannot(head_artifact, field_files,
-                                                                                       tmp_path):
+def test_predict_writes_the_head_catalogue_and_the_cells(head_artifact, field_files, tmp_path):
     from astropy.table import Table
 
     from galaxysr.cli import main
-    from galaxysr.survey import survey_field
 
     folder, _ = field_files
     out, cat = tmp_path / "o.fits", tmp_path / "o.ecsv"
@@ -232,9 +230,6 @@ def test_predict_writes_the_head_catalogue_and_the_cells_and_the_survey_says_it_
                  "--p-min", "0", "--min-flux=-1e9", "--no-progress"]) == 0
     again = Table.read(tmp_path / "c.ecsv")
     assert "p_peak" in again.meta["p_real"] and np.allclose(again["p_real"], 0.25) and len(again) == len(table)
-    with pytest.raises(ValueError, match="catalogue-method psf or sky"):
-        survey_field(None, str(folder / "cosmos_250.fits"), str(tmp_path / "survey"), model=head_artifact.path,
-                     catalogue=True, method="head")
 
 
 def test_a_sure_cell_is_drawn_as_the_beam_with_peak_equal_to_its_flux_and_the_mean_map_is_kept(tmp_path):

@@ -125,6 +125,45 @@ def test_catalogue_of_the_blocks_has_no_duplicates_in_the_overlaps(small_field, 
     assert np.sum(pairs < 1.0) == len(merged)  # every source only matches itself
 
 
+def test_a_head_models_survey_keeps_the_cells_and_lists_predicts_head_catalogue(small_field, client, tmp_path):
+    from astropy.table import Table
+    from scipy.spatial import cKDTree
+
+    from galaxysr.catalogue import extract_sources
+
+    folder, model = small_field
+    reference = _predict(folder, model, tmp_path / "predict.fits")
+    # The untrained head's p is low everywhere: keep every decoded detection, whatever its flux.
+    options = {"model": model, "tiles_per_block": 2, "progress": False, "catalogue": True, "p_min": 0.0,
+               "min_flux_mjy": -1e9}
+    result = survey_field(client, folder / "deep_250.fits", tmp_path / "head", **options)
+    mosaic = read_map(result["mosaic"])
+    np.testing.assert_allclose(mosaic.cells, reference.cells, rtol=1e-5, atol=1e-6)
+    # The mosaic's header gives the per-pixel map's wider beam; its catalogue is measured as predict's is.
+    merged = Table.read(result["catalogue"])
+    whole = extract_sources(reference, method="head", p_min=0.0, min_flux_mjy=-1e9)
+    assert len(merged) == len(whole) > 100
+    distance, nearest = cKDTree(np.c_[whole["x"], whole["y"]]).query(np.c_[merged["x"], merged["y"]])
+    assert np.all(distance < 0.05)  # map pixels, though 16 blocks each fitted their own detections
+    np.testing.assert_allclose(merged["flux"], whole["flux"][nearest], rtol=5e-3)
+    np.testing.assert_allclose(merged["p_real"], whole["p_real"][nearest], atol=1e-4)
+    # A block file written before blocks kept their cells is made again, not read without them.
+    first = sorted((tmp_path / "head" / "blocks_deep").glob("block_*.npz"))[0]
+    with np.load(first) as saved:
+        np.savez(first, **{k: saved[k] for k in saved.files if k != "cells"})
+    again = survey_field(client, folder / "deep_250.fits", tmp_path / "head", **options, overwrite=True)
+    assert again["computed"] == 1 and again["skipped"] == result["blocks"] - 1
+    np.testing.assert_allclose(read_map(again["mosaic"]).cells, reference.cells, rtol=1e-5, atol=1e-6)
+
+
+def test_a_survey_asked_for_the_head_catalogue_of_a_model_without_a_head_says_so(small_field, tmp_path):
+    folder, _ = small_field
+    config = TrainConfig(model=ModelConfig(tile=64, depth=4, base_filters=4, catalogue_head=False))
+    model = export_artifact(build_generator(config.model), config, tmp_path / "model")
+    with pytest.raises(ValueError, match="has no catalogue head.*--catalogue-method psf or sky"):
+        survey_field(None, folder / "deep_250.fits", tmp_path / "out", model=model, catalogue=True, method="head")
+
+
 def test_a_killed_worker_loses_no_finished_block_and_the_job_completes(small_field, client, tmp_path):
     folder, model = small_field
     out = tmp_path / "killed"
