@@ -32,7 +32,7 @@ from .catalogue import DEFAULT_METHOD
 from .config import HEAD_P_MIN
 
 __all__ = ["Block", "plan_blocks", "block_done", "run_block", "survey", "survey_field", "up_to_date", "start_client", "assemble",
-           "extract_mosaic", "field_stem"]
+           "extract_mosaic", "draw_mosaic", "field_stem"]
 
 #: Native input pixels read beyond what a block's tiles cover: the cubic-spline
 #: prefilter's edge effect decays by 0.27 per pixel (negligible after 20), and gap filling
@@ -242,9 +242,9 @@ def assemble(job, blocks: list[Block], block_dir: Path, out_path: Path, overwrit
     cell = CELL_PIXELS if "cells" in config.output_channels else 0
     template = job.template()
     if "cells" in config.output_channels:
-        # predict.py draws a catalogue-head network's map from its catalogue (in memory); a survey
-        # mosaic is its per-pixel map, whose sources are wider than the beam: say how wide. It keeps
-        # the cells, from which the catalogue is read block by block (extract_mosaic).
+        # A catalogue-head network's per-pixel map, whose sources are wider than the beam: say how
+        # wide. It keeps the cells, from which the catalogue is read block by block (extract_mosaic)
+        # and drawn (draw_mosaic), as predict draws its map.
         measured = job.artifact.calibration.fwhm_arcsec
         template = replace(template, fwhm=None if measured is None else measured * u.arcsec,
                            meta={**template.meta, "GSRPLANE": ("per-pixel map", "survey mosaic: not drawn from the "
@@ -296,7 +296,8 @@ def extract_mosaic(path: Path, blocks: list[Block], halo_pixels: int, **kwargs):
                       noise=None if mosaic.noise is None else mosaic.noise[a:b, c:d],
                       flags=None if mosaic.flags is None else mosaic.flags[a:b, c:d],
                       sky_model=None if mosaic.sky_model is None else mosaic.sky_model[f * a:f * b, f * c:f * d],
-                      cells=None if mosaic.cells is None else mosaic.cells[a // k:-(-b // k), c // k:-(-d // k)])
+                      cells=None if mosaic.cells is None else mosaic.cells[a // k:-(-b // k), c // k:-(-d // k)],
+                      mean=None if mosaic.mean is None else mosaic.mean[a:b, c:d])
         if not np.isfinite(sub.data).any():
             continue
         table = extract_sources(sub, **kwargs)
@@ -309,6 +310,53 @@ def extract_mosaic(path: Path, blocks: list[Block], halo_pixels: int, **kwargs):
     merged.sort("flux", reverse=True)
     merged["id"] = np.arange(1, len(merged) + 1)
     return merged
+
+
+def draw_mosaic(job, per_pixel: Path, table, out_path: Path, overwrite: bool = False, rows: int = 512) -> Path:
+    """A catalogue-head network's mosaic as ``predict`` makes its map
+    (:func:`galaxysr.inference.draw_head_map`): ``table``'s sources — every detection the head
+    decodes (:func:`extract_mosaic` at p_real ≥ 0 and no floor) — drawn through the band's beam
+    (:func:`galaxysr.catalogue.draw_catalogue`) as the image, and the per-pixel mosaic
+    ``per_pixel`` (:func:`assemble`'s) as ``MEAN``, its ``ERROR``, ``FLAGS``, ``SKYMODEL`` and
+    ``CELLS`` kept. Written ``rows`` rows at a time: memory holds a chunk and the table."""
+    from astropy.io import fits
+
+    from .catalogue import draw_catalogue
+    from .cells import CELL_PIXELS
+    from .inference import MapWriter
+    from .instruments import FWHM_PER_SIGMA
+    from .maps import Map
+
+    config = job.artifact.config
+    measured = job.artifact.calibration.fwhm_arcsec
+    template = job.template()
+    template = replace(template, meta={**template.meta, "GSRDRAWN": (len(table), "sources drawn: the head's "
+                                                                                  "catalogue, p_real x flux")})
+    f = config.sky_oversample if config.has_sky else 0
+    c = CELL_PIXELS
+    rows = -(-rows // c) * c  # chunks start on cell borders
+    writer = MapWriter(template, job.shape, out_path, overwrite, with_error=config.uncertainty_head, sky_oversample=f,
+                       cell_pixels=c, with_mean=True, mean_fwhm=None if measured is None else measured * u.arcsec)
+    x, y = np.asarray(table["x"], float), np.asarray(table["y"], float)
+    reach = 5 * float((template.band.fwhm / template.pixel_scale).decompose()) / FWHM_PER_SIGMA + 2
+    try:
+        with fits.open(per_pixel, memmap=True) as hdul:
+            for y0 in range(0, job.shape[0], rows):
+                y1 = min(y0 + rows, job.shape[0])
+                mean = np.asarray(hdul[0].data[y0:y1], np.float32)
+                near = (y > y0 - reach) & (y < y1 + reach)
+                chunk = table[near]
+                chunk["y"] = y[near] - y0  # the sources that reach these rows, on the chunk's grid
+                drawn = draw_catalogue(chunk, Map(mean, template.wcs[y0:y1, :], template.band))
+                error = np.asarray(hdul["ERROR"].data[y0:y1], np.float32) if config.uncertainty_head else None
+                sky = np.asarray(hdul["SKYMODEL"].data[f * y0:f * y1], np.float32) if f else None
+                cells = np.moveaxis(np.asarray(hdul["CELLS"].data[:, y0 // c:-(-y1 // c)], np.float32), 0, -1)
+                writer.write_rows(y0, drawn, error, np.asarray(hdul["FLAGS"].data[y0:y1], np.uint8), sky, cells,
+                                  cells_per_cell=True, mean=mean)
+        return writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def field_stem(spire250) -> str:
@@ -405,12 +453,19 @@ def survey_field(client, spire250: str, out: str, spire350: str | None = None, s
             eta = (len(todo) - k) / rate if rate > 0 else math.inf
             print(f"{stem}: block {len(done) + k}/{len(blocks)}  {rate * 60:.1f} blocks/min  ETA {eta / 60:.1f} min",
                   flush=True)
-    summary["mosaic"] = str(assemble(job, blocks, block_dir, mosaic_path, overwrite=True) if need_mosaic
-                            else mosaic_path)
+    halo = int(np.ceil(3 * job.tile / 4))
+    if need_mosaic and with_cells:
+        # As predict does: the head's catalogue of the per-pixel mosaic, drawn through the beam.
+        per_pixel = assemble(job, blocks, block_dir, block_dir / "per_pixel.fits", overwrite=True)
+        drawn = extract_mosaic(per_pixel, blocks, halo, method="head", p_min=0.0, min_flux_mjy=-np.inf)
+        summary["mosaic"] = str(draw_mosaic(job, per_pixel, drawn, mosaic_path, overwrite=True))
+        Path(per_pixel).unlink()
+    else:
+        summary["mosaic"] = str(assemble(job, blocks, block_dir, mosaic_path, overwrite=True) if need_mosaic
+                                else mosaic_path)
     if need_catalogue:
         from .catalogue import write_catalogue
 
-        halo = int(np.ceil(3 * job.tile / 4))
         options = {"p_min": p_min} if method == "head" else {"snr": snr}
         table = extract_mosaic(mosaic_path, blocks, halo, min_flux_mjy=min_flux_mjy, method=method, **options)
         table.meta["GSRCAT"] = listed

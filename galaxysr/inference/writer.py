@@ -22,16 +22,19 @@ class MapWriter:
     """Collects finished output rows — the map, its error (if any), its flags and its sky
     model (if any) — in order, into memory or streamed into a FITS file: the map through a
     StreamingHDU, the rest through temporary memory-mapped files appended as ``ERROR``,
-    ``FLAGS``, ``SKYMODEL`` and ``CELLS`` extensions at the end. Nothing appears under the final
-    name until :meth:`finish`; :meth:`abort` removes the partial files. Memory does not grow
+    ``FLAGS``, ``SKYMODEL``, ``MEAN`` and ``CELLS`` extensions at the end. Nothing appears under the
+    final name until :meth:`finish`; :meth:`abort` removes the partial files. Memory does not grow
     with the map. ``cell_pixels`` (a catalogue-head network's cells, in map pixels per side; 0:
-    none): the cells' raw outputs are kept once per cell."""
+    none): the cells' raw outputs are kept once per cell. ``with_mean``: the rows also carry a
+    catalogue-head network's per-pixel map, when the image is its catalogue drawn (``mean_fwhm``:
+    that plane's measured beam)."""
 
     def __init__(self, template: Map, shape, out_path=None, overwrite: bool = False, with_error: bool = False,
-                 sky_oversample: int = 0, cell_pixels: int = 0):
+                 sky_oversample: int = 0, cell_pixels: int = 0, with_mean: bool = False, mean_fwhm=None):
         self.shape = shape
         self.template = template
         self.with_error = with_error
+        self.mean_fwhm = mean_fwhm
         self.sky_oversample = int(sky_oversample)
         self.cell_pixels = int(cell_pixels)
         sky_shape = (shape[0] * self.sky_oversample, shape[1] * self.sky_oversample)
@@ -41,6 +44,7 @@ class MapWriter:
         if self.out_path is None:
             self.image = np.full(shape, np.nan, np.float32)
             self.error = np.full(shape, np.nan, np.float32) if with_error else None
+            self.mean = np.full(shape, np.nan, np.float32) if with_mean else None
             self.flags = np.zeros(shape, np.uint8)
             self.sky = np.full(sky_shape, np.nan, np.float32) if self.sky_oversample else None
             self.cells = np.full(cells_shape, np.nan, np.float32) if self.cell_pixels else None
@@ -54,6 +58,7 @@ class MapWriter:
         self.tmp = self._scratch(".part")
         self.stream = fits.StreamingHDU(self.tmp, _image_header(header, shape))
         self.error = np.memmap(self._scratch(".err"), np.float32, "w+", shape=shape) if with_error else None
+        self.mean = np.memmap(self._scratch(".mea"), np.float32, "w+", shape=shape) if with_mean else None
         self.flags = np.memmap(self._scratch(".flg"), np.uint8, "w+", shape=shape)
         self.sky = np.memmap(self._scratch(".sky"), np.float32, "w+", shape=sky_shape) if self.sky_oversample else None
         self.cells = np.memmap(self._scratch(".cel"), np.float32, "w+", shape=cells_shape) if self.cell_pixels else None
@@ -65,11 +70,13 @@ class MapWriter:
         return Path(name)
 
     def write_rows(self, y0: int, image: np.ndarray, error: np.ndarray | None, flags: np.ndarray,
-                   sky: np.ndarray | None = None, cells: np.ndarray | None = None, cells_per_cell: bool = False) -> None:
+                   sky: np.ndarray | None = None, cells: np.ndarray | None = None, cells_per_cell: bool = False,
+                   mean: np.ndarray | None = None) -> None:
         """Rows ``y0 … y0 + len(image) − 1``, in order (mJy/beam, mJy/beam, uint8; the sky
         model's f·len(image) rows, mJy per sky pixel; the cells' raw outputs per pixel, (rows,
         columns, planes), of which each cell's first pixel is kept — or, ``cells_per_cell``, one
-        row and column per cell already: ``y0`` must then start a cell)."""
+        row and column per cell already: ``y0`` must then start a cell; the per-pixel map's rows,
+        mJy/beam, for a writer ``with_mean``)."""
         n = min(len(image), self.shape[0] - y0)
         if n <= 0:
             return
@@ -82,6 +89,8 @@ class MapWriter:
             self.cells[:, y0 // c:y0 // c + rows] = np.moveaxis(per_cell, -1, 0)
         if self.with_error:
             self.error[y0:y0 + n] = error[:n]
+        if self.mean is not None:
+            self.mean[y0:y0 + n] = mean[:n]
         self.flags[y0:y0 + n] = flags[:n]
         if self.sky is not None:
             f = self.sky_oversample
@@ -97,7 +106,8 @@ class MapWriter:
             cells = None if self.cells is None else np.moveaxis(self.cells, 0, -1)
             return replace(self.template, data=self.image, noise=self.error, flags=self.flags, sky_model=self.sky,
                            sky_oversample=max(self.sky_oversample, 1), cells=cells,
-                           cell_pixels=self.cell_pixels or self.template.cell_pixels)
+                           cell_pixels=self.cell_pixels or self.template.cell_pixels, mean=self.mean,
+                           mean_fwhm=self.mean_fwhm if self.mean is not None else None)
         self.stream.close()
         if self.with_error:
             self.error.flush()
@@ -109,11 +119,15 @@ class MapWriter:
             self.sky.flush()
             fits.append(self.tmp, np.asarray(self.sky), extension_header(
                 "SKYMODEL", finer_wcs(self.template.wcs, self.sky_oversample), oversample=self.sky_oversample))
+        if self.mean is not None:
+            self.mean.flush()
+            fits.append(self.tmp, np.asarray(self.mean), extension_header("MEAN", self.template.wcs,
+                                                                          self.header["BUNIT"], fwhm=self.mean_fwhm))
         if self.cells is not None:
             self.cells.flush()
             fits.append(self.tmp, np.asarray(self.cells), extension_header("CELLS", self.template.wcs,
                                                                            oversample=self.cell_pixels))
-        self.error = self.flags = self.sky = self.cells = None  # release the memory maps before deleting their files
+        self.error = self.flags = self.sky = self.cells = self.mean = None  # release the memory maps before deleting their files
         os.replace(self.tmp, self.out_path)
         _apply_umask(self.out_path)
         for path in self.scratch[1:]:
@@ -127,7 +141,7 @@ class MapWriter:
             self.stream.close()
         except Exception:  # the partial files are deleted either way
             pass
-        self.error = self.flags = self.sky = self.cells = None
+        self.error = self.flags = self.sky = self.cells = self.mean = None
         for path in self.scratch:
             path.unlink(missing_ok=True)
 
