@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 
-from .catalogue import DEFAULT_METHOD
+from .catalogue import DEFAULT_METHOD, adapt_base_rate
 from .config import HEAD_P_MIN
 
 __all__ = ["Block", "plan_blocks", "block_done", "run_block", "survey", "survey_field", "up_to_date", "start_client", "assemble",
@@ -272,32 +272,29 @@ def assemble(job, blocks: list[Block], block_dir: Path, out_path: Path, overwrit
 
 def extract_mosaic(path: Path, blocks: list[Block], halo_pixels: int, **kwargs):
     """Sources of a mosaic, found block by block on the block plus a halo and kept in the
-    block that owns their position, so sources in the overlaps appear once. A catalogue-head
-    network's mosaic (with ``CELLS``) gives each block its cells: the halo is rounded up to whole
-    cells, and block cores start on cell borders."""
+    block that owns their position, so sources in the overlaps appear once. Each block is read
+    alone (:func:`galaxysr.maps.read_map_section`): memory holds a block, not the mosaic. A
+    catalogue-head network's mosaic (with ``CELLS``) gives each block its cells: the halo is
+    rounded up to whole cells, and block cores start on cell borders."""
+    from astropy.io import fits
     from astropy.table import vstack
 
     from .catalogue import extract_sources
-    from .maps import read_map
+    from .maps import read_map_section
 
-    mosaic = read_map(path)
-    k = mosaic.cell_pixels if mosaic.cells is not None else 1
+    with fits.open(path, memmap=True) as hdul:
+        ny, nx = hdul[0].shape
+        k = int(hdul["CELLS"].header.get("CELLPIX", 2)) if "CELLS" in hdul else 1
     halo_pixels = -(-halo_pixels // k) * k
-    tables = []
+    tables, sub = [], None
     for block in blocks:
         y_lo, y_hi, x_lo, x_hi = block.core
         if y_lo % k or x_lo % k:
             raise ValueError(f"{path}: {block.name} starts at pixel ({y_lo}, {x_lo}), not on a border of the "
                              f"mosaic's {k}-pixel cells; plan blocks from the mosaic's tile origins")
-        a, b = max(y_lo - halo_pixels, 0), min(y_hi + halo_pixels, mosaic.shape[0])
-        c, d = max(x_lo - halo_pixels, 0), min(x_hi + halo_pixels, mosaic.shape[1])
-        f = mosaic.sky_oversample
-        sub = replace(mosaic, data=mosaic.data[a:b, c:d], wcs=mosaic.wcs[a:b, c:d],
-                      noise=None if mosaic.noise is None else mosaic.noise[a:b, c:d],
-                      flags=None if mosaic.flags is None else mosaic.flags[a:b, c:d],
-                      sky_model=None if mosaic.sky_model is None else mosaic.sky_model[f * a:f * b, f * c:f * d],
-                      cells=None if mosaic.cells is None else mosaic.cells[a // k:-(-b // k), c // k:-(-d // k)],
-                      mean=None if mosaic.mean is None else mosaic.mean[a:b, c:d])
+        a, b = max(y_lo - halo_pixels, 0), min(y_hi + halo_pixels, ny)
+        c, d = max(x_lo - halo_pixels, 0), min(x_hi + halo_pixels, nx)
+        sub = replace(read_map_section(path, (a, b), (c, d)), source=str(path))
         if not np.isfinite(sub.data).any():
             continue
         table = extract_sources(sub, **kwargs)
@@ -306,19 +303,24 @@ def extract_mosaic(path: Path, blocks: list[Block], halo_pixels: int, **kwargs):
         table = table[owned]
         table["x"], table["y"] = x[owned], y[owned]
         tables.append(table)
-    merged = vstack(tables, metadata_conflicts="silent") if tables else extract_sources(mosaic, **kwargs)[:0]
+    if tables:
+        merged = vstack(tables, metadata_conflicts="silent")
+    else:  # nothing on data: the catalogue's columns, empty
+        merged = extract_sources(sub if sub is not None else read_map_section(path, (0, ny), (0, nx)), **kwargs)[:0]
     merged.sort("flux", reverse=True)
     merged["id"] = np.arange(1, len(merged) + 1)
     return merged
 
 
-def draw_mosaic(job, per_pixel: Path, table, out_path: Path, overwrite: bool = False, rows: int = 512) -> Path:
+def draw_mosaic(job, per_pixel: Path, table, out_path: Path, overwrite: bool = False, rows: int = 512,
+                cards: dict | None = None) -> Path:
     """A catalogue-head network's mosaic as ``predict`` makes its map
     (:func:`galaxysr.inference.draw_head_map`): ``table``'s sources — every detection the head
     decodes (:func:`extract_mosaic` at p_real ≥ 0 and no floor) — drawn through the band's beam
     (:func:`galaxysr.catalogue.draw_catalogue`) as the image, and the per-pixel mosaic
     ``per_pixel`` (:func:`assemble`'s) as ``MEAN``, its ``ERROR``, ``FLAGS``, ``SKYMODEL`` and
-    ``CELLS`` kept. Written ``rows`` rows at a time: memory holds a chunk and the table."""
+    ``CELLS`` kept, with the header ``cards`` (the table's base rate: :func:`galaxysr.catalogue.adapt_base_rate`).
+    Written ``rows`` rows at a time: memory holds a chunk and the table."""
     from astropy.io import fits
 
     from .catalogue import draw_catalogue
@@ -330,8 +332,8 @@ def draw_mosaic(job, per_pixel: Path, table, out_path: Path, overwrite: bool = F
     config = job.artifact.config
     measured = job.artifact.calibration.fwhm_arcsec
     template = job.template()
-    template = replace(template, meta={**template.meta, "GSRDRAWN": (len(table), "sources drawn: the head's "
-                                                                                  "catalogue, p_real x flux")})
+    template = replace(template, meta={**template.meta, **(cards or {}),
+                                       "GSRDRAWN": (len(table), "sources drawn: the head's catalogue, p_real x flux")})
     f = config.sky_oversample if config.has_sky else 0
     c = CELL_PIXELS
     rows = -(-rows // c) * c  # chunks start on cell borders
@@ -458,7 +460,8 @@ def survey_field(client, spire250: str, out: str, spire350: str | None = None, s
         # As predict does: the head's catalogue of the per-pixel mosaic, drawn through the beam.
         per_pixel = assemble(job, blocks, block_dir, block_dir / "per_pixel.fits", overwrite=True)
         drawn = extract_mosaic(per_pixel, blocks, halo, method="head", p_min=0.0, min_flux_mjy=-np.inf)
-        summary["mosaic"] = str(draw_mosaic(job, per_pixel, drawn, mosaic_path, overwrite=True))
+        drawn, cards = adapt_base_rate(drawn, job.template().meta)  # the field's base rate, as predict's
+        summary["mosaic"] = str(draw_mosaic(job, per_pixel, drawn, mosaic_path, overwrite=True, cards=cards))
         Path(per_pixel).unlink()
     else:
         summary["mosaic"] = str(assemble(job, blocks, block_dir, mosaic_path, overwrite=True) if need_mosaic

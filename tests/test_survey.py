@@ -160,6 +160,29 @@ def test_a_head_models_survey_keeps_the_cells_and_lists_predicts_head_catalogue(
     np.testing.assert_allclose(read_map(again["mosaic"]).cells, reference.cells, rtol=1e-5, atol=1e-6)
 
 
+def test_a_section_of_a_map_file_is_the_map_cut_alike_in_every_plane(small_field, tmp_path):
+    from galaxysr.maps import read_map_section
+
+    folder, model = small_field
+    whole = _predict(folder, model, tmp_path / "predict.fits")
+    assert whole.cells is not None and whole.sky_model is not None and whole.mean is not None
+    (y0, y1), (x0, x1) = (40, 101), (18, 150)
+    part = read_map_section(tmp_path / "predict.fits", (y0, y1), (x0, x1))
+    for name in ("data", "noise", "flags", "mean"):
+        np.testing.assert_array_equal(getattr(part, name), getattr(whole, name)[y0:y1, x0:x1])
+    f, c = whole.sky_oversample, whole.cell_pixels
+    np.testing.assert_array_equal(part.sky_model, whole.sky_model[f * y0:f * y1, f * x0:f * x1])
+    np.testing.assert_array_equal(part.cells, whole.cells[y0 // c:-(-y1 // c), x0 // c:-(-x1 // c)])
+    np.testing.assert_allclose(part.wcs.pixel_to_world_values(3.0, 7.0),
+                               whole.wcs.pixel_to_world_values(x0 + 3.0, y0 + 7.0), rtol=0, atol=1e-10)
+    assert part.beam_fwhm == whole.beam_fwhm and part.meta["GSRHASH"] == whole.meta["GSRHASH"]
+    assert part.flux_curves == whole.flux_curves and part.mean_fwhm == whole.mean_fwhm
+    with pytest.raises(ValueError, match="cell border"):
+        read_map_section(tmp_path / "predict.fits", (41, 101), (18, 150))
+    with pytest.raises(ValueError, match="not inside"):
+        read_map_section(tmp_path / "predict.fits", (0, whole.shape[0] + 1), (0, 10))
+
+
 def test_a_survey_asked_for_the_head_catalogue_of_a_model_without_a_head_says_so(small_field, tmp_path):
     folder, _ = small_field
     config = TrainConfig(model=ModelConfig(tile=64, depth=4, base_filters=4, catalogue_head=False))

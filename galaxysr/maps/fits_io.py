@@ -22,7 +22,7 @@ from ..instruments import BANDS, Band, band_from_wavelength, get_band
 from ..instruments import SPIRE_BANDS
 from .core import RESIDUAL_CARDS, Map, MapError, flux_curves_from_header, parse_bunit, residual_extension
 
-__all__ = ["PROVENANCE_PREFIXES", "read_map", "map_from_hdul", "map_from_parts", "as_map", "write_map",
+__all__ = ["PROVENANCE_PREFIXES", "read_map", "read_map_section", "map_from_hdul", "map_from_parts", "as_map", "write_map",
            "sibling_band_path"]
 
 #: Header keywords galaxysr writes for provenance, kept in ``Map.meta`` when read back.
@@ -150,6 +150,45 @@ def read_map(path: str | os.PathLike, band: Band | str | None = None, hdu: int |
                        "give a FITS image") from None
     with hdul:
         return map_from_hdul(hdul, band, hdu, unit, noise, default_unit, source)
+
+
+def read_map_section(path: str | os.PathLike, rows: tuple[int, int], cols: tuple[int, int]) -> Map:
+    """Rows [y0, y1) and columns [x0, x1) of a galaxysr map file (a ``predict`` or ``survey``
+    output) as a Map, every plane cut alike — the sky model on its finer grid, the cells on their
+    coarser one (the section must then start on a cell border) — and its WCS moved with it. Read
+    through memory maps, so memory holds the section, not the map; ``RESID*`` planes (on the input
+    maps' grids) are not read."""
+    source = str(path)
+    (y0, y1), (x0, x1) = rows, cols
+    with fits.open(path, memmap=True) as hdul:
+        index = image_hdu_index(hdul, None, source)
+        ny, nx = hdul[index].shape[-2:]
+        if not (0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx):
+            raise ValueError(f"{source}: section rows {y0}:{y1}, columns {x0}:{x1} is not inside its {ny} × {nx} "
+                             "pixels")
+        cut = []
+        for i, hdu in enumerate(hdul):
+            if i != index and (not hdu.is_image or hdu.data is None):
+                continue
+            if hdu.name == "SKYMODEL":  # f times finer
+                f = int(hdu.header.get("SKYOVER", hdu.shape[-2] // ny))
+                a, b, c, d = f * y0, f * y1, f * x0, f * x1
+            elif hdu.name == "CELLS":  # cell times coarser; the last cell may be partly off the map
+                cell = int(hdu.header.get("CELLPIX", 2))
+                if y0 % cell or x0 % cell:
+                    raise ValueError(f"{source}: a section of a map with {cell}-pixel cells must start on a cell "
+                                     f"border, got pixel ({y0}, {x0})")
+                a, b, c, d = y0 // cell, -(-y1 // cell), x0 // cell, -(-x1 // cell)
+            elif hdu.shape[-2:] == (ny, nx):
+                a, b, c, d = y0, y1, x0, x1
+            else:
+                continue  # another grid (a residual on an input map's)
+            header = hdu.header.copy()
+            header["CRPIX1"] = header.get("CRPIX1", 0.0) - c
+            header["CRPIX2"] = header.get("CRPIX2", 0.0) - a
+            data = np.array(hdu.data[..., a:b, c:d])
+            cut.append(fits.PrimaryHDU(data, header) if not cut else fits.ImageHDU(data, header, name=hdu.name))
+        return map_from_hdul(fits.HDUList(cut), source=f"{source}[{y0}:{y1}, {x0}:{x1}]")
 
 
 def map_from_hdul(hdul: fits.HDUList, band: Band | str | None = None, hdu: int | str | None = None,
