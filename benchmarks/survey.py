@@ -101,6 +101,7 @@ if __name__ == "__main__":
     body += (f"\nSpeed-up of 2 workers over 1: {s1['seconds'] / s2['seconds']:.2f}× (target ≥ 1.6× where there are "
              "cores for it: on this 2-core machine one worker's TensorFlow already uses both cores, so two "
              "workers share them). Memory per worker is set by the block size (`--block-tiles`), not by the "
-             "survey: a worker reads only its block's part of the input files. The driver reads the whole "
-             "mosaic to list its catalogue, so its memory grows with the field.")
+             "survey: a worker reads only its block's part of the input files. The driver reads the mosaic block "
+             "by block through memory maps; its peak resident memory includes the file pages of the "
+             "memory-mapped output planes (docs/survey.md separates them).")
     write("survey", "Survey throughput on Dask", body, results)
