@@ -28,15 +28,14 @@ from astropy.stats import sigma_clipped_stats
 from astropy.table import QTable, Table
 
 from . import __version__
-from .cells import (CATALOGUE_BANDS, calibrated_p, decode_cells, estimate_base_rate, presence_from_keywords,
-                    shift_base_rate)
+from .cells import CATALOGUE_BANDS, calibrated_p, decode_cells, presence_from_keywords
 from .config import CATALOGUE_METHODS, HEAD_P_MIN
 from .errors import refuse_existing
 from .instruments import FWHM_PER_SIGMA, TARGET_BAND
 from .maps import FLAG_BLENDED, FLAG_EDGE, MJY_PER_BEAM, Map
 
 __all__ = ["extract_sources", "head_sources", "draw_catalogue", "measured_plane", "HEAD_COLUMNS", "HEAD_P_MIN", "forced_photometry", "point_source_design", "refine_positions", "blend_inflation", "sky_components", "DEFAULT_METHOD", "default_method", "deboost", "map_rms", "write_catalogue", "write_priors", "COLUMNS", "DEFAULT_FLOOR_MJY",
-           "MAX_GROUP", "map_base_rate", "adapt_base_rate", "BASE_RATE_CARD"]
+           "MAX_GROUP"]
 
 #: Largest group of overlapping sources fitted jointly (see _psf_photometry).
 MAX_GROUP = 12
@@ -356,12 +355,9 @@ def extract_sources(m: Map, snr: float = 4.0, min_flux_mjy: float = DEFAULT_FLOO
         table["flux_deboosted_lo"].description = "16th percentile of the head's S450 posterior [mJy]"
         table["flux_deboosted_hi"].description = "84th percentile of the head's S450 posterior [mJy]"
         presence = presence_from_keywords(m.meta)
-        rate = map_base_rate(m)
         table.meta["p_real"] = ("uncalibrated: the head's p (the model has no presence calibration)"
                                 if presence is None else
-                                f"calibrated on fields of the training distribution from the head's {presence['score']}"
-                                + ("" if rate is None or "base_rate" not in presence else
-                                   f", moved to this map's base rate {rate:.3f} (training {presence['base_rate']:.3f})"))
+                                f"calibrated on fields of the training distribution from the head's {presence['score']}")
         table.meta["p_min"] = p_min
     table.meta.update({"band": m.band.name, "method": method, "fwhm_arcsec": float(fwhm.to_value(u.arcsec)),
                        "snr": snr,
@@ -575,39 +571,8 @@ def head_sources(m: Map, p_min: float = HEAD_P_MIN) -> Table:
     the same presence calibration) is not decoded again. Most users want
     ``extract_sources(m, method="head")``."""
     presence = presence_from_keywords(m.meta) or {}
-    cached = m.decoded is not None and m.decoded.meta.get("presence") == presence \
-        and m.decoded.meta.get("base_rate") == map_base_rate(m)
-    head = m.decoded if cached else _decode(m, presence)
+    head = m.decoded if m.decoded is not None and m.decoded.meta.get("presence") == presence else _decode(m, presence)
     return head[np.asarray(head["p_real"]) >= p_min]
-
-
-#: Header card of a drawn map: the fraction of its head's detections estimated to be real, to which
-#: its p_real are moved (:func:`adapt_base_rate`).
-BASE_RATE_CARD = "GSRPMAP"
-
-
-def map_base_rate(m: Map) -> float | None:
-    """The base rate ``m``'s p_real are moved to (its :data:`BASE_RATE_CARD`), or None."""
-    value = m.meta.get(BASE_RATE_CARD)
-    value = value[0] if isinstance(value, tuple) else value
-    return None if value is None else float(value)
-
-
-def adapt_base_rate(head: Table, meta: dict) -> tuple[Table, dict]:
-    """Every detection of a map (``head``: :func:`head_sources` at p_real ≥ 0, not yet adapted) and
-    the map's ``meta`` → the same with p_real moved to the fraction of them estimated to be real
-    (:func:`galaxysr.cells.estimate_base_rate`; the training distribution's is the presence
-    calibration's ``base_rate``), and the card that records it (:data:`BASE_RATE_CARD`), so that
-    every later catalogue of the map, read whole or in blocks, applies the same rate. Unchanged
-    (and no card) for a model whose presence calibration does not record its base rate."""
-    presence = presence_from_keywords(meta) or {}
-    if "base_rate" not in presence:
-        return head, {}
-    rate = round(estimate_base_rate(np.asarray(head["p_real"], float), presence["base_rate"]), 4)
-    head = head.copy()
-    head["p_real"] = shift_base_rate(np.asarray(head["p_real"], float), presence["base_rate"], rate)
-    head.meta["base_rate"] = rate
-    return head, {BASE_RATE_CARD: (rate, f"fraction real of detections (training {presence['base_rate']:.3f})")}
 
 
 def _decode(m: Map, presence: dict) -> Table:
@@ -619,10 +584,6 @@ def _decode(m: Map, presence: dict) -> Table:
                         cell=m.cell_pixels, position_scale=presence.get("pos_err_scale", 1.0),
                         flux_sigma_scale=presence.get("flux_sigma_scale"))
     head["p_real"] = head["p"] if not presence else calibrated_p(presence, np.asarray(head[presence["score"]]))
-    rate = map_base_rate(m)
-    if rate is not None and "base_rate" in presence:  # the map's own base rate (adapt_base_rate)
-        head["p_real"] = shift_base_rate(np.asarray(head["p_real"], float), presence["base_rate"], rate)
-    head.meta["base_rate"] = rate
     head = head[_on_data(m, head)]
     # The head places a source within its 4″ cell; the per-pixel map places bright ones better (at
     # 30–50 mJy 0.6″ against 1.1″ on the held-out sky): every detection is moved by one joint fit step.

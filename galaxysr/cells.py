@@ -39,8 +39,7 @@ from .instruments import TARGET_BAND
 
 __all__ = ["source_planes", "augment_planes", "cell_targets", "cells_to_sources", "PLANE_OFFSETS",
            "CATALOGUE_BANDS", "CELL_LAYOUT", "CELL_CHANNELS", "CELL_PIXELS", "decode_cells", "isotonic", "PRESENCE_GRID",
-           "presence_calibration", "calibrated_p", "presence_cards", "presence_from_keywords", "shift_base_rate",
-           "estimate_base_rate", "MIN_DETECTIONS_FOR_BASE_RATE",
+           "presence_calibration", "calibrated_p", "presence_cards", "presence_from_keywords",
            "error_scales", "RAYLEIGH_MEDIAN"]
 
 #: Channels of :func:`source_planes` before the fluxes: the blend's offset (dy, dx) in pixels.
@@ -324,44 +323,6 @@ def calibrated_p(record: dict, score: np.ndarray) -> np.ndarray:
     return np.interp(np.asarray(score, float), np.asarray(record["nodes"], float), np.asarray(record["p_real"], float))
 
 
-#: The fewest detections whose base rate :func:`estimate_base_rate` estimates (its statistical
-#: error is then ≈ 0.02); a map with fewer keeps the training distribution's.
-MIN_DETECTIONS_FOR_BASE_RATE = 500
-
-
-def shift_base_rate(p: np.ndarray, base: float, new_base: float) -> np.ndarray:
-    """Probabilities ``p`` calibrated where a fraction ``base`` of detections is real, moved to a
-    sky where ``new_base`` is: the odds scaled by the ratio of the base rates' odds (Bayes' rule
-    for a change of prior with the likelihoods kept; Saerens, Latinne & Decaestecker 2002)."""
-    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
-    a, b = new_base / base * p, (1 - new_base) / (1 - base) * (1 - p)
-    return a / (a + b)
-
-
-def estimate_base_rate(p: np.ndarray, base: float, tolerance: float = 1e-6, max_iterations: int = 500) -> float:
-    """The fraction of a map's detections that are real, from their calibrated probabilities ``p``
-    alone (calibrated where it is ``base``): the expectation-maximisation of Saerens, Latinne &
-    Decaestecker (2002, Neural Computation 14, 21) — the base rate whose shifted probabilities
-    (:func:`shift_base_rate`) average to itself. ``base`` when there are fewer than
-    :data:`MIN_DETECTIONS_FOR_BASE_RATE` detections.
-
-    Measured (shipped model, every detection the head decodes): on the held-out sky, whose
-    population is not in the training prior, 0.746 against a true 0.765 (training 0.689), the
-    worst decile of p_real ±0.133 → ±0.075; on fields of the training distribution unchanged
-    (±0.063 → ±0.060, ±0.040 → ±0.040).
-    """
-    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
-    if len(p) < MIN_DETECTIONS_FOR_BASE_RATE:
-        return float(base)
-    rate = float(base)
-    for _ in range(max_iterations):
-        new = float(np.mean(shift_base_rate(p, base, rate)))
-        if abs(new - rate) < tolerance:
-            return new
-        rate = new
-    return rate
-
-
 def presence_cards(record: dict | None) -> dict:
     """FITS cards of a :func:`presence_calibration` record, so that a super-resolved map carries
     its model's (as it carries its flux curves): ``GSRPSCOR`` the score, ``GSRPN`` the number of
@@ -374,8 +335,6 @@ def presence_cards(record: dict | None) -> dict:
         cards[f"GSRPS{i}"] = (float(node), "head score at the node")
         cards[f"GSRPR{i}"] = (float(p), "P(real) at the node")
     cards["GSRPPOS"] = (float(record.get("pos_err_scale", 1.0)), "head positional sigma scaled by")
-    if record.get("n"):
-        cards["GSRPBASE"] = (round(record["n_real"] / record["n"], 4), "fraction real of calibration detections")
     for band, k in zip(CATALOGUE_BANDS, record.get("flux_sigma_scale", ())):
         cards[f"GSRPF{band[-3:]}"] = (float(k), f"head {band} log-flux sigma scaled by")
     return cards
@@ -394,5 +353,4 @@ def presence_from_keywords(keywords: dict) -> dict | None:
     return {"score": str(value("GSRPSCOR")), "nodes": [float(value(f"GSRPS{i}")) for i in range(1, n + 1)],
             "p_real": [float(value(f"GSRPR{i}")) for i in range(1, n + 1)],
             "pos_err_scale": float(value("GSRPPOS") or 1.0),
-            **({"base_rate": float(value("GSRPBASE"))} if value("GSRPBASE") is not None else {}),
             "flux_sigma_scale": [float(value(f"GSRPF{b[-3:]}") or 1.0) for b in CATALOGUE_BANDS]}

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 
-from .catalogue import DEFAULT_METHOD, adapt_base_rate
+from .catalogue import DEFAULT_METHOD
 from .config import HEAD_P_MIN
 
 __all__ = ["Block", "plan_blocks", "block_done", "run_block", "survey", "survey_field", "up_to_date", "start_client", "assemble",
@@ -312,15 +312,13 @@ def extract_mosaic(path: Path, blocks: list[Block], halo_pixels: int, **kwargs):
     return merged
 
 
-def draw_mosaic(job, per_pixel: Path, table, out_path: Path, overwrite: bool = False, rows: int = 512,
-                cards: dict | None = None) -> Path:
+def draw_mosaic(job, per_pixel: Path, table, out_path: Path, overwrite: bool = False, rows: int = 512) -> Path:
     """A catalogue-head network's mosaic as ``predict`` makes its map
     (:func:`galaxysr.inference.draw_head_map`): ``table``'s sources — every detection the head
     decodes (:func:`extract_mosaic` at p_real ≥ 0 and no floor) — drawn through the band's beam
     (:func:`galaxysr.catalogue.draw_catalogue`) as the image, and the per-pixel mosaic
     ``per_pixel`` (:func:`assemble`'s) as ``MEAN``, its ``ERROR``, ``FLAGS``, ``SKYMODEL`` and
-    ``CELLS`` kept, with the header ``cards`` (the table's base rate: :func:`galaxysr.catalogue.adapt_base_rate`).
-    Written ``rows`` rows at a time: memory holds a chunk and the table."""
+    ``CELLS`` kept. Written ``rows`` rows at a time: memory holds a chunk and the table."""
     from astropy.io import fits
 
     from .catalogue import draw_catalogue
@@ -332,7 +330,7 @@ def draw_mosaic(job, per_pixel: Path, table, out_path: Path, overwrite: bool = F
     config = job.artifact.config
     measured = job.artifact.calibration.fwhm_arcsec
     template = job.template()
-    template = replace(template, meta={**template.meta, **(cards or {}),
+    template = replace(template, meta={**template.meta,
                                        "GSRDRAWN": (len(table), "sources drawn: the head's catalogue, p_real x flux")})
     f = config.sky_oversample if config.has_sky else 0
     c = CELL_PIXELS
@@ -460,8 +458,7 @@ def survey_field(client, spire250: str, out: str, spire350: str | None = None, s
         # As predict does: the head's catalogue of the per-pixel mosaic, drawn through the beam.
         per_pixel = assemble(job, blocks, block_dir, block_dir / "per_pixel.fits", overwrite=True)
         drawn = extract_mosaic(per_pixel, blocks, halo, method="head", p_min=0.0, min_flux_mjy=-np.inf)
-        drawn, cards = adapt_base_rate(drawn, job.template().meta)  # the field's base rate, as predict's
-        summary["mosaic"] = str(draw_mosaic(job, per_pixel, drawn, mosaic_path, overwrite=True, cards=cards))
+        summary["mosaic"] = str(draw_mosaic(job, per_pixel, drawn, mosaic_path, overwrite=True))
         Path(per_pixel).unlink()
     else:
         summary["mosaic"] = str(assemble(job, blocks, block_dir, mosaic_path, overwrite=True) if need_mosaic

@@ -113,33 +113,3 @@ def test_cells_without_data_do_not_hide_the_sources_of_the_cells_with_data():
     raw[:, :3] = np.nan
     wcs = tan_wcs(SkyCoord(150.0, 2.0, unit="deg"), 2 * u.arcsec, (80, 80))
     assert len(decode_cells(raw, wcs, 2.0, threshold=0.5)) == 3
-
-
-def test_the_base_rate_of_another_sky_is_estimated_from_calibrated_probabilities_alone():
-    from scipy.stats import norm
-
-    from galaxysr.cells import estimate_base_rate, shift_base_rate
-
-    def detections(n, rate, seed):  # a score whose likelihoods do not change between skies
-        rng = np.random.default_rng(seed)
-        real = rng.random(n) < rate
-        return rng.normal(np.where(real, 1.0, -1.0), 1.0), real
-
-    def posterior(score, rate):
-        a, b = rate * norm.pdf(score, 1.0), (1 - rate) * norm.pdf(score, -1.0)
-        return a / (a + b)
-
-    score, real = detections(20000, 0.8, 1)
-    p = posterior(score, 0.6)  # calibrated where 60 % are real: under-confident here
-    rate = estimate_base_rate(p, 0.6)
-    assert abs(rate - real.mean()) < 0.02
-    moved = shift_base_rate(p, 0.6, rate)
-    for lo in np.arange(0.0, 1.0, 0.1):
-        sel = (moved >= lo) & (moved < lo + 0.1)
-        if sel.sum() >= 200:  # calibrated within the binomial error of the decile (3σ)
-            expected = moved[sel].mean()
-            assert abs(expected - real[sel].mean()) < 3 * np.sqrt(expected * (1 - expected) / sel.sum()) + 0.01, lo
-    same, _ = detections(20000, 0.6, 2)
-    assert abs(estimate_base_rate(posterior(same, 0.6), 0.6) - 0.6) < 0.02  # the training sky stays
-    assert estimate_base_rate(p[:100], 0.6) == 0.6  # too few detections to tell
-    np.testing.assert_allclose(shift_base_rate(p, 0.6, 0.6), np.clip(p, 1e-6, 1 - 1e-6))

@@ -319,27 +319,3 @@ def test_a_drawn_map_keeps_its_decoded_detections_and_decodes_again_under_anothe
                                atol=1e-3)
     assert cutout(drawn, drawn.wcs.pixel_to_world(32, 32), 20 * u.arcsec).decoded is None
 
-
-def test_a_drawn_map_moves_p_real_to_its_own_base_rate_and_every_later_catalogue_applies_it(monkeypatch, tmp_path):
-    import galaxysr.cells
-    from galaxysr.catalogue import map_base_rate
-    from galaxysr.cells import shift_base_rate
-    from galaxysr.inference import draw_head_map
-
-    monkeypatch.setattr(galaxysr.cells, "MIN_DETECTIONS_FOR_BASE_RATE", 5)
-    record = {"score": "p_peak", "nodes": [0.0, 0.5, 1.0], "p_real": [0.05, 0.3, 0.6], "n": 100, "n_real": 40}
-    m, _ = _head_map(5, record)
-    raw = extract_sources(m, method="head", p_min=0.0, min_flux_mjy=-np.inf)
-    drawn = draw_head_map(m)
-    rate = map_base_rate(drawn)
-    assert rate is not None and rate != 0.4
-    cat = extract_sources(drawn, method="head", p_min=0.0, min_flux_mjy=-np.inf)
-    # The moved probabilities average to the rate they were moved to (the estimate's fixed point) …
-    assert abs(np.mean(cat["p_real"]) - rate) < 2e-3
-    np.testing.assert_allclose(np.sort(cat["p_real"]), np.sort(shift_base_rate(raw["p_real"], 0.4, rate)), atol=1e-6)
-    assert f"base rate {rate:.3f}" in cat.meta["p_real"]
-    # … and the written map says so: read back, whole, it gives the same catalogue.
-    write_map(drawn, tmp_path / "drawn.fits")
-    again = extract_sources(read_map(tmp_path / "drawn.fits"), method="head", p_min=0.0, min_flux_mjy=-np.inf)
-    assert map_base_rate(read_map(tmp_path / "drawn.fits")) == rate
-    np.testing.assert_allclose(np.sort(again["p_real"]), np.sort(cat["p_real"]), atol=1e-6)

@@ -500,14 +500,10 @@ def draw_head_map(m: Map, mean_fwhm: u.Quantity | None = None) -> Map:
     beam and nothing is drawn that is in neither the catalogue nor the data. ``m``'s per-pixel map
     becomes ``mean`` (``mean_fwhm``: its measured beam, the model's calibration); the rest (the
     per-pixel map's error, flags, sky model, cells) stays, and so do the decoded detections
-    (``decoded``): a catalogue of the drawn map costs no second fit. Its p_real are moved to the
-    fraction of its detections estimated to be real (:func:`galaxysr.catalogue.adapt_base_rate`,
-    recorded in the header)."""
-    from ..catalogue import BASE_RATE_CARD, adapt_base_rate, draw_catalogue, extract_sources, head_sources
+    (``decoded``): a catalogue of the drawn map costs no second fit."""
+    from ..catalogue import draw_catalogue, extract_sources, head_sources
 
-    m = replace(m, meta={k: v for k, v in m.meta.items() if k != BASE_RATE_CARD})
-    decoded, cards = adapt_base_rate(head_sources(m, p_min=0.0), m.meta)  # p_real at this sky's base rate
-    m = replace(m, decoded=decoded, meta={**m.meta, **cards})  # kept: a catalogue of this map reads it again
+    m = replace(m, decoded=head_sources(m, p_min=0.0))  # kept: a catalogue of this map reads it again
     table = extract_sources(m, method="head", p_min=0.0, min_flux_mjy=-np.inf, command="")
     meta = dict(m.meta)
     meta["GSRDRAWN"] = (len(table), "sources drawn: the head's catalogue, p_real x flux")
