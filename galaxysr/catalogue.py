@@ -575,11 +575,55 @@ def head_sources(m: Map, p_min: float = HEAD_P_MIN) -> Table:
     return head[np.asarray(head["p_real"]) >= p_min]
 
 
-def _decode(m: Map, presence: dict) -> Table:
+#: A catalogue-head map wider than this (map pixels, plus the halo on both sides) is decoded in
+#: blocks of this side, so that memory holds one block's designs, not the whole map's.
+DECODE_BLOCK_PIXELS = 2048
+
+#: Map pixels beyond a block that its decoding sees (a multiple of the cells): 192″ at 2″, two dozen
+#: beams, where a joint fit's coupling is long gone (blocks and the whole map agree to 1e-3 in flux).
+DECODE_HALO_PIXELS = 96
+
+
+def _decode(m: Map, presence: dict, block: int | None = None, halo: int = DECODE_HALO_PIXELS) -> Table:
     """:func:`head_sources` at p_real ≥ 0, decoded with the presence calibration ``presence``
-    ({} for none); its ``meta["presence"]`` says which."""
+    ({} for none); its ``meta["presence"]`` says which. A map larger than ``block`` (default
+    :data:`DECODE_BLOCK_PIXELS`) plus its halo is decoded block by block, each with a ``halo`` of
+    map pixels around it, keeping the detections each block owns (as ``galaxysr survey`` does)."""
+    from astropy.table import vstack
+
+    from .maps import section
+
     if m.cells is None:
         raise ValueError(f"{m.source}: has no catalogue-head cells (CELLS extension)")
+    block = DECODE_BLOCK_PIXELS if block is None else block
+    ny, nx = m.shape
+    if max(ny, nx) <= block + 2 * halo:
+        return _decode_whole(m, presence)
+    k = m.cell_pixels
+    block, halo = -(-block // k) * k, -(-halo // k) * k  # blocks and halos start on cell borders
+    tables = []
+    for y_lo in range(0, ny, block):
+        for x_lo in range(0, nx, block):
+            y_hi, x_hi = min(y_lo + block, ny), min(x_lo + block, nx)
+            a, c = max(y_lo - halo, 0), max(x_lo - halo, 0)
+            sub = section(m, (a, min(y_hi + halo, ny)), (c, min(x_hi + halo, nx)))
+            if not np.isfinite(sub.data).any():
+                continue
+            head = _decode_whole(sub, presence)
+            x, y = np.asarray(head["x"], float) + c, np.asarray(head["y"], float) + a
+            owned = (np.round(y) >= y_lo) & (np.round(y) < y_hi) & (np.round(x) >= x_lo) & (np.round(x) < x_hi)
+            head = head[owned]
+            head["x"], head["y"] = x[owned], y[owned]
+            tables.append(head)
+    if not tables:  # no data anywhere: the columns, empty
+        return _decode_whole(m, presence)
+    head = vstack(tables, metadata_conflicts="silent")
+    head.meta = dict(tables[0].meta)
+    return head
+
+
+def _decode_whole(m: Map, presence: dict) -> Table:
+    """:func:`_decode` of ``m`` at once."""
     head = decode_cells(m.cells, m.wcs, float(m.pixel_scale.to_value(u.arcsec)), threshold=HEAD_DECODE_P,
                         cell=m.cell_pixels, position_scale=presence.get("pos_err_scale", 1.0),
                         flux_sigma_scale=presence.get("flux_sigma_scale"))

@@ -2,6 +2,7 @@
 
 import os
 import signal
+from dataclasses import replace
 import threading
 import time
 
@@ -181,6 +182,24 @@ def test_a_section_of_a_map_file_is_the_map_cut_alike_in_every_plane(small_field
         read_map_section(tmp_path / "predict.fits", (41, 101), (18, 150))
     with pytest.raises(ValueError, match="not inside"):
         read_map_section(tmp_path / "predict.fits", (0, whole.shape[0] + 1), (0, 10))
+
+
+def test_a_large_map_is_decoded_block_by_block_as_it_is_at_once(small_field, tmp_path, monkeypatch):
+    from scipy.spatial import cKDTree
+
+    import galaxysr.catalogue
+    from galaxysr.catalogue import head_sources
+
+    folder, model = small_field
+    m = _predict(folder, model, tmp_path / "predict.fits")
+    whole = head_sources(replace(m, decoded=None), p_min=0.0)
+    monkeypatch.setattr(galaxysr.catalogue, "DECODE_BLOCK_PIXELS", 64)  # 25 blocks of this 312-pixel map
+    blocks = head_sources(replace(m, decoded=None), p_min=0.0)
+    assert len(blocks) == len(whole) > 100
+    distance, nearest = cKDTree(np.c_[whole["x"], whole["y"]]).query(np.c_[blocks["x"], blocks["y"]])
+    assert np.all(distance < 0.05) and len(set(nearest)) == len(whole)
+    np.testing.assert_allclose(blocks["flux_forced"], whole["flux_forced"][nearest], rtol=5e-3, atol=1e-6)
+    np.testing.assert_allclose(blocks["p_real"], whole["p_real"][nearest], atol=1e-6)
 
 
 def test_a_survey_asked_for_the_head_catalogue_of_a_model_without_a_head_says_so(small_field, tmp_path):

@@ -9,14 +9,14 @@ names the source, the problem and the fix.
 
 from .core import (FLAG_BLENDED, FLAG_EDGE, FLAG_FILLED, FLAG_LOW_COVERAGE, FLUX_READINGS, MJY_PER_BEAM, MJY_PER_PIXEL,
                    FluxCurve, Map, MapError,
-                   convert_factor, cutout, finer_wcs, output_grid, parse_bunit, extension_header, tan_wcs, cells_cube,
+                   convert_factor, cutout, section, finer_wcs, output_grid, parse_bunit, extension_header, tan_wcs, cells_cube,
                    residual_extension, RESIDUAL_CARDS)
 from .field import FIELD_FILES, TRUTH_FILE, Field, read_field, write_field
 from .fits_io import as_map, map_from_hdul, map_from_parts, read_map, read_map_section, sibling_band_path, write_map
 from .resample import Resampler, pixel_mapping, reproject_map
 
 __all__ = ["FLAG_BLENDED", "FLAG_EDGE", "FLAG_FILLED", "FLAG_LOW_COVERAGE", "MJY_PER_BEAM", "MJY_PER_PIXEL", "Map",
-           "FluxCurve", "FLUX_READINGS", "MapError", "convert_factor", "cutout", "finer_wcs", "output_grid", "parse_bunit", "extension_header", "tan_wcs", "cells_cube", "residual_extension", "RESIDUAL_CARDS", "FIELD_FILES", "TRUTH_FILE", "Field",
+           "FluxCurve", "FLUX_READINGS", "MapError", "convert_factor", "cutout", "section", "finer_wcs", "output_grid", "parse_bunit", "extension_header", "tan_wcs", "cells_cube", "residual_extension", "RESIDUAL_CARDS", "FIELD_FILES", "TRUTH_FILE", "Field",
            "read_field", "write_field", "as_map", "map_from_hdul", "map_from_parts", "read_map", "read_map_section",
            "sibling_band_path",
            "write_map", "Resampler", "pixel_mapping", "reproject_map"]

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MJY_PER_BEAM", "MJY_PER_PIXEL", "FLAG_BLENDED", "FLAG_EDGE", "FLAG_FILLED", "FLAG_LOW_COVERAGE", "MapError",
            "Map", "FluxCurve", "FLUX_READINGS", "CURVE_LETTERS", "flux_curve_cards", "flux_curves_from_header", "convert_factor",
-           "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout", "extension_header", "cells_cube",
+           "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout", "section", "extension_header", "cells_cube",
            "residual_extension", "RESIDUAL_CARDS"]
 
 #: The unit every pipeline stage works in.
@@ -497,6 +497,29 @@ def output_grid(m: Map, pixel: u.Quantity, multiple: int = 1):
     # The 1e-6 keeps float round-off (180.0000001 pixels) from adding a row off the map.
     side = [int(np.ceil(float((n * scale / pixel).decompose()) / multiple - 1e-6)) * multiple for n in (ny, nx)]
     return tan_wcs(centre, pixel, tuple(side)), tuple(side)
+
+
+def section(m: Map, rows: tuple[int, int], cols: tuple[int, int]) -> Map:
+    """Rows [y0, y1) and columns [x0, x1) of ``m`` with every plane cut alike — the sky model on its
+    finer grid, the cells on their coarser one (the section must then start on a cell border) — and
+    the WCS moved with it. Views of ``m``'s arrays, not copies; the residuals (on other grids) and
+    the decoded detections are dropped. A file's section, read alone: :func:`galaxysr.maps.read_map_section`."""
+    (y0, y1), (x0, x1) = rows, cols
+    if not (0 <= y0 < y1 <= m.shape[0] and 0 <= x0 < x1 <= m.shape[1]):
+        raise ValueError(f"{m.source}: section rows {y0}:{y1}, columns {x0}:{x1} is not inside its "
+                         f"{m.shape[0]} × {m.shape[1]} pixels")
+    k, f = m.cell_pixels, m.sky_oversample
+    if m.cells is not None and (y0 % k or x0 % k):
+        raise ValueError(f"{m.source}: a section of a map with {k}-pixel cells must start on a cell border, got "
+                         f"pixel ({y0}, {x0})")
+
+    def cut(plane):
+        return None if plane is None else plane[y0:y1, x0:x1]
+
+    return replace(m, data=m.data[y0:y1, x0:x1], wcs=m.wcs[y0:y1, x0:x1], noise=cut(m.noise), flags=cut(m.flags),
+                   mean=cut(m.mean), sky_model=None if m.sky_model is None else m.sky_model[f * y0:f * y1, f * x0:f * x1],
+                   cells=None if m.cells is None else m.cells[y0 // k:-(-y1 // k), x0 // k:-(-x1 // k)],
+                   residuals={}, decoded=None)
 
 
 def cutout(m: Map, position: SkyCoord, size: u.Quantity | tuple[int, int]) -> Map:
