@@ -232,9 +232,8 @@ def _grid_only(job):
 def assemble(job, blocks: list[Block], block_dir: Path, out_path: Path, overwrite: bool = False) -> Path:
     """The mosaic FITS from the block files in ``block_dir``, written row of blocks by row
     of blocks."""
-    from .inference import MapWriter
-
     from .cells import CELL_PIXELS
+    from .inference import MapWriter
 
     config = job.artifact.config
     with_error = config.uncertainty_head
@@ -247,8 +246,7 @@ def assemble(job, blocks: list[Block], block_dir: Path, out_path: Path, overwrit
         # and drawn (draw_mosaic), as predict draws its map.
         measured = job.artifact.calibration.fwhm_arcsec
         template = replace(template, fwhm=None if measured is None else measured * u.arcsec,
-                           meta={**template.meta, "GSRPLANE": ("per-pixel map", "survey mosaic: not drawn from the "
-                                                                "catalogue head (docs/survey.md)")})
+                           meta={**template.meta, "GSRPLANE": ("per-pixel map", "not drawn: draw_mosaic draws from it")})
     writer = MapWriter(template, job.shape, out_path, overwrite, with_error=with_error, sky_oversample=f,
                        cell_pixels=cell)
     try:

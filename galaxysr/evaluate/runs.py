@@ -566,28 +566,32 @@ def calibrate_artifact(artifact, data, progress: bool = False):
         artifact = record_calibration(artifact, flux_scale=scale)
         # The errors are calibrated on the fluxes the catalogue now reports.
         again = [(replace(network, flux_curves=artifact.calibration.flux_curves()), truth) for network, truth in maps]
-    if "cells" in artifact.config.output_channels:
-        try:
-            artifact = record_calibration(artifact, presence=measure_presence(maps))
-        except ValueError as error:  # a head that finds nothing real (or nothing false) cannot be calibrated
-            warnings.warn(f"{artifact.path}: the catalogue head's p_real is not calibrated: {error}", stacklevel=2)
-        else:
-            with_p = [(replace(network, meta=network.meta | presence_cards(artifact.calibration.presence)), truth)
-                      for network, truth in maps]
-            scale = {**scale, "curves": {**scale["curves"], **measure_head_flux_curve(with_p)}}
-            artifact = record_calibration(artifact, flux_scale=scale)
-            again = [(replace(network, flux_curves=artifact.calibration.flux_curves(),
-                              meta=network.meta | presence_cards(artifact.calibration.presence)), truth)
-                     for network, truth in maps]
-    artifact = record_calibration(artifact, reobservation=measure_reobservation(again or maps, folders))
     failed = None
     if artifact.config.uncertainty_head:
+        # The ERROR plane first: the catalogue head's forced errors are read off it (map_rms), so
+        # their calibration below must see the plane users get, not the uncalibrated one.
         try:
             errors = calibrate_errors(source_errors(artifact, folders, progress=progress, maps=again))
         except ValueError as error:  # a broken run finds too few sources: the health check must still say so
             failed = str(error)
         else:
             artifact = record_calibration(artifact, errors=errors)
+    if "cells" in artifact.config.output_channels:
+        try:
+            artifact = record_calibration(artifact, presence=measure_presence(maps))
+        except ValueError as error:  # a head that finds nothing real (or nothing false) cannot be calibrated
+            warnings.warn(f"{artifact.path}: the catalogue head's p_real is not calibrated: {error}", stacklevel=2)
+        else:
+            # Made again when the ERROR plane was calibrated: its forced errors are measured as users get them.
+            fresh = maps if artifact.calibration.errors is None else calibration_maps(artifact, folders, progress)
+            with_p = [(replace(network, meta=network.meta | presence_cards(artifact.calibration.presence)), truth)
+                      for network, truth in fresh]
+            scale = {**scale, "curves": {**scale["curves"], **measure_head_flux_curve(with_p)}}
+            artifact = record_calibration(artifact, flux_scale=scale)
+            again = [(replace(network, flux_curves=artifact.calibration.flux_curves(),
+                              meta=network.meta | presence_cards(artifact.calibration.presence)), truth)
+                     for network, truth in fresh]
+    artifact = record_calibration(artifact, reobservation=measure_reobservation(again or maps, folders))
     # Made again: the maps of the calibrated model carry its error calibration and flux curves.
     catalogue = catalogue_health(calibration_maps(artifact, folders, progress))
     if scale is not None:
