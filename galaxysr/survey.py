@@ -217,7 +217,7 @@ def run_block(block: Block, job, paths: dict, model: str, out_dir: str, noise_va
     empty = np.zeros((0, 0), np.float32)
     np.savez(tmp, image=image, error=empty if error is None else error, flags=flags,
              sky=empty if sky is None else sky,
-             cells=empty if cells is None else cells[::CELL_PIXELS, ::CELL_PIXELS])
+             cells=empty if cells is None else cells)
     os.replace(tmp, out)
     return str(out)
 

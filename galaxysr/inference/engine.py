@@ -264,13 +264,14 @@ class StripRunner:
     def run(self, y0: int, x_lo: int, x_hi: int, x0s: list[int]):
         """Tiles starting at row ``y0`` and columns ``x0s`` (all within [x_lo, x_hi)).
 
-        Returns ``(numerator, weights, flags, sky)`` over rows [y0, y0 + tile) and columns
-        [x_lo, x_hi): the window-weighted sums of the map (and error) predictions — then, for a
-        catalogue-head network, of its :data:`~galaxysr.cells.CELL_CHANNELS` raw cell outputs
-        (each cell's repeated over its pixels) —, the window weights, the strip's quality bits,
-        and the window-weighted sum of the sky model on its f-times finer grid (weights: each
-        map pixel's, repeated; ``None`` for a legacy map network); ``None`` if the strip has
-        no data."""
+        Returns ``(numerator, weights, flags, sky, cells)`` over rows [y0, y0 + tile) and columns
+        [x_lo, x_hi): the window-weighted sums of the map (and error) predictions, the window
+        weights, the strip's quality bits, the window-weighted sum of the sky model on its
+        f-times finer grid (weights: each map pixel's, repeated; ``None`` for a legacy map
+        network) and, for a catalogue-head network, the window-weighted sums of its
+        :data:`~galaxysr.cells.CELL_CHANNELS` raw cell outputs once per cell (weights: the
+        window's at each cell's first pixel; ``y0`` and every column origin on cell borders;
+        ``None`` without a head); ``None`` if the strip has no data."""
         job, config, tile = self.job, self.job.artifact.config, self.job.tile
         calibration = job.artifact.calibration
         scaling = config.scaling
@@ -299,7 +300,10 @@ class StripRunner:
         channels = config.output_channels
         planes = 1 + ("error" in channels)
         cells = channels.get("cells")
-        numerator = np.zeros((planes + (CELL_CHANNELS if cells else 0), *shape))
+        numerator = np.zeros((planes, *shape))
+        # Cells are blended once per cell, at its first pixel: the pixels a cell repeats its values
+        # over would be blended to the same numbers and then dropped.
+        cell_sums = np.zeros((CELL_CHANNELS, -(-tile // CELL_PIXELS), -(-shape[1] // CELL_PIXELS))) if cells else None
         weights = np.zeros(shape)
         f = config.sky_oversample
         sky = np.zeros((tile * f, shape[1] * f)) if "sky" in channels else None
@@ -312,12 +316,14 @@ class StripRunner:
                 error = predicted[k, ..., channels["error"].start]
                 numerator[1, :, c] += w * scaling.error_mjy(predicted[k, ..., 0], error) * calibration.error_factor(flux)
             if cells:
-                numerator[planes:, :, c] += w * np.moveaxis(predicted[k, ..., cells], -1, 0)
+                first = slice((x0 - x_lo) // CELL_PIXELS, (x0 - x_lo + tile) // CELL_PIXELS)
+                cell_sums[:, :, first] += (w[::CELL_PIXELS, ::CELL_PIXELS]
+                                           * np.moveaxis(predicted[k, ::CELL_PIXELS, ::CELL_PIXELS, cells], -1, 0))
             if sky is not None:
                 fine = unpack_sky(predicted[k, ..., channels["sky"]], f)
                 sky[:, (x0 - x_lo) * f:(x0 - x_lo + tile) * f] += np.kron(w, np.ones((f, f))) * fine
             weights[:, c] += w
-        return numerator, weights, flags, sky
+        return numerator, weights, flags, sky, cell_sums
 
     def warn_if_saturated(self) -> None:
         """Legacy map networks only: a sky-model network has no ceiling."""
@@ -333,19 +339,22 @@ class StripSums:
     flags OR-ed, the sky model (``oversample`` times finer; 0 for a legacy map network) under
     the same weights. :func:`super_resolve_maps` keeps two tiles of rows and drops the rows it
     has written; :mod:`galaxysr.survey` keeps one block. ``cell_planes``: the catalogue head's raw
-    outputs that follow the map planes (:data:`~galaxysr.cells.CELL_CHANNELS`, or 0)."""
+    outputs (:data:`~galaxysr.cells.CELL_CHANNELS`, or 0), summed once per cell of
+    :data:`~galaxysr.cells.CELL_PIXELS` pixels (rows added, dropped and read start on cell borders)."""
 
     def __init__(self, rows: int, cols: int, planes: int, oversample: int = 0, cell_planes: int = 0):
         f = self.oversample = int(oversample)
+        c = CELL_PIXELS
         self.planes = planes
-        self.numerator = np.zeros((planes + cell_planes, rows, cols))
+        self.numerator = np.zeros((planes, rows, cols))
+        self.cells = np.zeros((cell_planes, -(-rows // c), -(-cols // c))) if cell_planes else None
         self.weights = np.zeros((rows, cols))
         self.flags = np.zeros((rows, cols), np.uint8)
         self.sky = np.zeros((rows * f, cols * f)) if f else None
 
     def add(self, row: int, strip: tuple) -> None:
         """Add a strip whose first row is row ``row`` of these sums."""
-        numerator, weights, flags, sky = strip
+        numerator, weights, flags, sky, cells = strip
         rows = slice(row, row + len(weights))
         self.numerator[:, rows] += numerator
         self.weights[rows] += weights
@@ -353,6 +362,9 @@ class StripSums:
         if self.sky is not None:
             f = self.oversample
             self.sky[f * rows.start:f * rows.stop] += sky
+        if self.cells is not None:
+            first = row // CELL_PIXELS
+            self.cells[:, first:first + cells.shape[1], :cells.shape[2]] += cells
 
     def drop(self, n: int) -> None:
         """Forget the first ``n`` rows (written out); the rows freed at the end start empty."""
@@ -362,21 +374,30 @@ class StripSums:
         if self.sky is not None:
             self.sky = np.roll(self.sky, -n * self.oversample, 0)
             self.sky[-n * self.oversample:] = 0.0
+        if self.cells is not None:
+            k = n // CELL_PIXELS
+            self.cells = np.roll(self.cells, -k, 1)
+            self.cells[:, -k:] = 0.0
 
     def blended(self, rows: slice, cols: slice) -> tuple:
         """``(image, error or None, flags, sky or None, cells or None)`` of ``rows`` × ``cols``:
-        float32 in mJy/beam (the sky in mJy per sky pixel; the cells' raw outputs per pixel,
-        (rows, cols, planes)), NaN where no tile had data."""
+        float32 in mJy/beam (the sky in mJy per sky pixel; the cells' raw outputs once per cell,
+        (cell rows, cell columns, planes)), NaN where no tile had data."""
         w = self.weights[rows, cols]
         with np.errstate(invalid="ignore", divide="ignore"):
             values = np.where(w > 0, self.numerator[:, rows, cols] / w, np.nan).astype(np.float32)
-            sky = None
+            sky = cells = None
             if self.sky is not None:
                 f = self.oversample
                 fine_w = np.kron(w, np.ones((f, f)))
                 fine = self.sky[f * rows.start:f * rows.stop, f * cols.start:f * cols.stop]
                 sky = np.where(fine_w > 0, fine / fine_w, np.nan).astype(np.float32)
-        cells = np.moveaxis(values[self.planes:], 0, -1) if len(values) > self.planes else None
+            if self.cells is not None:
+                c = CELL_PIXELS
+                first_w = w[::c, ::c]  # the weights at each cell's first pixel
+                part = self.cells[:, rows.start // c:rows.start // c + first_w.shape[0],
+                                  cols.start // c:cols.start // c + first_w.shape[1]]
+                cells = np.moveaxis(np.where(first_w > 0, part / first_w, np.nan).astype(np.float32), 0, -1)
         return values[0], values[1] if self.planes > 1 else None, self.flags[rows, cols], sky, cells
 
 
@@ -480,13 +501,13 @@ def _stream_strips(job: Plan, runner: StripRunner, sums: StripSums, writer: MapW
     try:
         for y0 in tqdm(job.ys, desc="super-resolving", unit="strip", disable=not progress):
             if y0 + tile > base + 2 * tile:
-                writer.write_rows(base, *sums.blended(slice(0, y0 - base), slice(0, nx)))
+                writer.write_rows(base, *sums.blended(slice(0, y0 - base), slice(0, nx)), cells_per_cell=True)
                 sums.drop(y0 - base)
                 base = y0
             out = runner.run(y0, 0, job.pad[1], job.xs)
             if out is not None:
                 sums.add(y0 - base, out)
-        writer.write_rows(base, *sums.blended(slice(0, pad_y - base), slice(0, nx)))
+        writer.write_rows(base, *sums.blended(slice(0, pad_y - base), slice(0, nx)), cells_per_cell=True)
         return writer.finish()
     except BaseException:
         writer.abort()
