@@ -261,7 +261,7 @@ def assemble(job, blocks: list[Block], block_dir: Path, out_path: Path, overwrit
             flags = np.concatenate([p["flags"] for p in parts], axis=1)
             sky = np.concatenate([p["sky"] for p in parts], axis=1) if f else None
             cells = np.concatenate([p["cells"] for p in parts], axis=1) if cell else None
-            writer.write_rows(row[0].core[0], image, error, flags, sky, cells, cells_per_cell=True)
+            writer.write_rows(row[0].core[0], image, error, flags, sky, cells)
         return writer.finish()
     except BaseException:
         writer.abort()
@@ -350,7 +350,7 @@ def draw_mosaic(job, per_pixel: Path, table, out_path: Path, overwrite: bool = F
                 sky = np.asarray(hdul["SKYMODEL"].data[f * y0:f * y1], np.float32) if f else None
                 cells = np.moveaxis(np.asarray(hdul["CELLS"].data[:, y0 // c:-(-y1 // c)], np.float32), 0, -1)
                 writer.write_rows(y0, drawn, error, np.asarray(hdul["FLAGS"].data[y0:y1], np.uint8), sky, cells,
-                                  cells_per_cell=True, mean=mean)
+                                  mean=mean)
         return writer.finish()
     except BaseException:
         writer.abort()

@@ -501,13 +501,13 @@ def _stream_strips(job: Plan, runner: StripRunner, sums: StripSums, writer: MapW
     try:
         for y0 in tqdm(job.ys, desc="super-resolving", unit="strip", disable=not progress):
             if y0 + tile > base + 2 * tile:
-                writer.write_rows(base, *sums.blended(slice(0, y0 - base), slice(0, nx)), cells_per_cell=True)
+                writer.write_rows(base, *sums.blended(slice(0, y0 - base), slice(0, nx)))
                 sums.drop(y0 - base)
                 base = y0
             out = runner.run(y0, 0, job.pad[1], job.xs)
             if out is not None:
                 sums.add(y0 - base, out)
-        writer.write_rows(base, *sums.blended(slice(0, pad_y - base), slice(0, nx)), cells_per_cell=True)
+        writer.write_rows(base, *sums.blended(slice(0, pad_y - base), slice(0, nx)))
         return writer.finish()
     except BaseException:
         writer.abort()

@@ -70,13 +70,12 @@ class MapWriter:
         return Path(name)
 
     def write_rows(self, y0: int, image: np.ndarray, error: np.ndarray | None, flags: np.ndarray,
-                   sky: np.ndarray | None = None, cells: np.ndarray | None = None, cells_per_cell: bool = False,
+                   sky: np.ndarray | None = None, cells: np.ndarray | None = None,
                    mean: np.ndarray | None = None) -> None:
         """Rows ``y0 … y0 + len(image) − 1``, in order (mJy/beam, mJy/beam, uint8; the sky
-        model's f·len(image) rows, mJy per sky pixel; the cells' raw outputs per pixel, (rows,
-        columns, planes), of which each cell's first pixel is kept — or, ``cells_per_cell``, one
-        row and column per cell already: ``y0`` must then start a cell; the per-pixel map's rows,
-        mJy/beam, for a writer ``with_mean``)."""
+        model's f·len(image) rows, mJy per sky pixel; the cells' raw outputs, one row and column
+        per cell, (cell rows, cell columns, planes): ``y0`` must then start a cell; the per-pixel
+        map's rows, mJy/beam, for a writer ``with_mean``)."""
         n = min(len(image), self.shape[0] - y0)
         if n <= 0:
             return
@@ -85,8 +84,7 @@ class MapWriter:
             if y0 % c:
                 raise ValueError(f"rows of a map with {c}-pixel cells must start on a cell border, got row {y0}")
             rows = -(-(y0 + n) // c) - y0 // c
-            per_cell = cells[:rows] if cells_per_cell else cells[:n:c, ::c]
-            self.cells[:, y0 // c:y0 // c + rows] = np.moveaxis(per_cell, -1, 0)
+            self.cells[:, y0 // c:y0 // c + rows] = np.moveaxis(cells[:rows], -1, 0)
         if self.with_error:
             self.error[y0:y0 + n] = error[:n]
         if self.mean is not None:
