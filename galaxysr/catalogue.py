@@ -35,7 +35,7 @@ from .instruments import FWHM_PER_SIGMA, TARGET_BAND
 from .maps import FLAG_BLENDED, FLAG_EDGE, MJY_PER_BEAM, Map
 
 __all__ = ["extract_sources", "head_sources", "draw_catalogue", "measured_plane", "HEAD_COLUMNS", "HEAD_P_MIN", "forced_photometry", "point_source_design", "refine_positions", "blend_inflation", "sky_components", "DEFAULT_METHOD", "default_method", "deboost", "map_rms", "write_catalogue", "write_priors", "COLUMNS", "DEFAULT_FLOOR_MJY",
-           "MAX_GROUP"]
+           "MAX_GROUP", "owned_rows", "drawn_cards"]
 
 #: Largest group of overlapping sources fitted jointly (see _psf_photometry).
 MAX_GROUP = 12
@@ -559,6 +559,11 @@ def draw_catalogue(table: Table, m: Map, weight: str | None = "p_real") -> np.nd
     return np.where(np.isfinite(m.data), drawn, np.nan).astype(np.float32)
 
 
+def drawn_cards(n_sources: int) -> dict:
+    """The header card of a map drawn from the catalogue head's ``n_sources`` detections."""
+    return {"GSRDRAWN": (int(n_sources), "sources drawn: the head's catalogue, p_real x flux")}
+
+
 def head_sources(m: Map, p_min: float = HEAD_P_MIN) -> Table:
     """The catalogue head's detections in ``m`` (a map super-resolved by a catalogue-head
     network: ``m.cells``) with ``p_real`` ≥ ``p_min``, before photometry: ``x``, ``y`` (map
@@ -609,17 +614,25 @@ def _decode(m: Map, presence: dict, block: int | None = None, halo: int = DECODE
             sub = section(m, (a, min(y_hi + halo, ny)), (c, min(x_hi + halo, nx)))
             if not np.isfinite(sub.data).any():
                 continue
-            head = _decode_whole(sub, presence)
-            x, y = np.asarray(head["x"], float) + c, np.asarray(head["y"], float) + a
-            owned = (np.round(y) >= y_lo) & (np.round(y) < y_hi) & (np.round(x) >= x_lo) & (np.round(x) < x_hi)
-            head = head[owned]
-            head["x"], head["y"] = x[owned], y[owned]
-            tables.append(head)
+            tables.append(owned_rows(_decode_whole(sub, presence), (a, c), (y_lo, y_hi, x_lo, x_hi)))
     if not tables:  # no data anywhere: the columns, empty
         return _decode_whole(m, presence)
     head = vstack(tables, metadata_conflicts="silent")
     head.meta = dict(tables[0].meta)
     return head
+
+
+def owned_rows(table: Table, origin: tuple[int, int], core: tuple[int, int, int, int]) -> Table:
+    """The rows of ``table`` — sources found on a section of a map whose first pixel is the map's
+    (row, column) ``origin`` — that the block ``core`` (rows [y_lo, y_hi), columns [x_lo, x_hi) of
+    the map) owns by their rounded position, their ``x``, ``y`` moved onto the map's grid: how a
+    map read in overlapping blocks lists each source once."""
+    y_lo, y_hi, x_lo, x_hi = core
+    x, y = np.asarray(table["x"], float) + origin[1], np.asarray(table["y"], float) + origin[0]
+    owned = (np.round(y) >= y_lo) & (np.round(y) < y_hi) & (np.round(x) >= x_lo) & (np.round(x) < x_hi)
+    table = table[owned]
+    table["x"], table["y"] = x[owned], y[owned]
+    return table
 
 
 def _decode_whole(m: Map, presence: dict) -> Table:

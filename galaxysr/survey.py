@@ -277,7 +277,7 @@ def extract_mosaic(path: Path, blocks: list[Block], halo_pixels: int, **kwargs):
     from astropy.io import fits
     from astropy.table import vstack
 
-    from .catalogue import extract_sources
+    from .catalogue import extract_sources, owned_rows
     from .maps import read_map_section
 
     with fits.open(path, memmap=True) as hdul:
@@ -295,12 +295,7 @@ def extract_mosaic(path: Path, blocks: list[Block], halo_pixels: int, **kwargs):
         sub = replace(read_map_section(path, (a, b), (c, d)), source=str(path))
         if not np.isfinite(sub.data).any():
             continue
-        table = extract_sources(sub, **kwargs)
-        x, y = np.asarray(table["x"]) + c, np.asarray(table["y"]) + a
-        owned = (np.round(y) >= y_lo) & (np.round(y) < y_hi) & (np.round(x) >= x_lo) & (np.round(x) < x_hi)
-        table = table[owned]
-        table["x"], table["y"] = x[owned], y[owned]
-        tables.append(table)
+        tables.append(owned_rows(extract_sources(sub, **kwargs), (a, c), block.core))
     if tables:
         merged = vstack(tables, metadata_conflicts="silent")
     else:  # nothing on data: the catalogue's columns, empty
@@ -319,7 +314,7 @@ def draw_mosaic(job, per_pixel: Path, table, out_path: Path, overwrite: bool = F
     ``CELLS`` kept. Written ``rows`` rows at a time: memory holds a chunk and the table."""
     from astropy.io import fits
 
-    from .catalogue import draw_catalogue
+    from .catalogue import draw_catalogue, drawn_cards
     from .cells import CELL_PIXELS
     from .inference import MapWriter
     from .instruments import FWHM_PER_SIGMA
@@ -328,14 +323,13 @@ def draw_mosaic(job, per_pixel: Path, table, out_path: Path, overwrite: bool = F
     config = job.artifact.config
     measured = job.artifact.calibration.fwhm_arcsec
     template = job.template()
-    template = replace(template, meta={**template.meta,
-                                       "GSRDRAWN": (len(table), "sources drawn: the head's catalogue, p_real x flux")})
+    template = replace(template, meta={**template.meta, **drawn_cards(len(table))})
     f = config.sky_oversample if config.has_sky else 0
     c = CELL_PIXELS
     rows = -(-rows // c) * c  # chunks start on cell borders
     writer = MapWriter(template, job.shape, out_path, overwrite, with_error=config.uncertainty_head, sky_oversample=f,
                        cell_pixels=c, with_mean=True, mean_fwhm=None if measured is None else measured * u.arcsec)
-    x, y = np.asarray(table["x"], float), np.asarray(table["y"], float)
+    y = np.asarray(table["y"], float)
     reach = 5 * float((template.band.fwhm / template.pixel_scale).decompose()) / FWHM_PER_SIGMA + 2
     try:
         with fits.open(per_pixel, memmap=True) as hdul:

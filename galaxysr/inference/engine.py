@@ -522,12 +522,11 @@ def draw_head_map(m: Map, mean_fwhm: u.Quantity | None = None) -> Map:
     becomes ``mean`` (``mean_fwhm``: its measured beam, the model's calibration); the rest (the
     per-pixel map's error, flags, sky model, cells) stays, and so do the decoded detections
     (``decoded``): a catalogue of the drawn map costs no second fit."""
-    from ..catalogue import draw_catalogue, extract_sources, head_sources
+    from ..catalogue import draw_catalogue, drawn_cards, extract_sources, head_sources
 
     m = replace(m, decoded=head_sources(m, p_min=0.0))  # kept: a catalogue of this map reads it again
     table = extract_sources(m, method="head", p_min=0.0, min_flux_mjy=-np.inf, command="")
-    meta = dict(m.meta)
-    meta["GSRDRAWN"] = (len(table), "sources drawn: the head's catalogue, p_real x flux")
+    meta = {**m.meta, **drawn_cards(len(table))}
     return replace(m, data=draw_catalogue(table, m), mean=m.data, meta=meta, mean_fwhm=mean_fwhm)
 
 

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MJY_PER_BEAM", "MJY_PER_PIXEL", "FLAG_BLENDED", "FLAG_EDGE", "FLAG_FILLED", "FLAG_LOW_COVERAGE", "MapError",
            "Map", "FluxCurve", "FLUX_READINGS", "CURVE_LETTERS", "flux_curve_cards", "flux_curves_from_header", "convert_factor",
-           "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout", "section", "extension_header", "cells_cube",
-           "residual_extension", "RESIDUAL_CARDS"]
+           "parse_bunit", "tan_wcs", "finer_wcs", "output_grid", "cutout", "section", "grid_bounds", "extension_header",
+           "cells_cube", "residual_extension", "RESIDUAL_CARDS"]
 
 #: The unit every pipeline stage works in.
 MJY_PER_BEAM = u.mJy / u.beam
@@ -499,6 +499,18 @@ def output_grid(m: Map, pixel: u.Quantity, multiple: int = 1):
     return tan_wcs(centre, pixel, tuple(side)), tuple(side)
 
 
+def grid_bounds(rows: tuple[int, int], cols: tuple[int, int], finer: int = 1, cell: int = 1,
+                source: str = "<map>") -> tuple[int, int, int, int]:
+    """Where map rows [y0, y1) and columns [x0, x1) fall on a plane ``finer`` times finer (the sky
+    model) or of ``cell``-pixel cells (the catalogue head's; the section must start on a cell
+    border, and the last cell may reach past it): (row start, row stop, column start, column stop)."""
+    (y0, y1), (x0, x1) = rows, cols
+    if y0 % cell or x0 % cell:
+        raise ValueError(f"{source}: a section of a map with {cell}-pixel cells must start on a cell border, got "
+                         f"pixel ({y0}, {x0})")
+    return finer * y0 // cell, -(-finer * y1 // cell), finer * x0 // cell, -(-finer * x1 // cell)
+
+
 def section(m: Map, rows: tuple[int, int], cols: tuple[int, int]) -> Map:
     """Rows [y0, y1) and columns [x0, x1) of ``m`` with every plane cut alike — the sky model on its
     finer grid, the cells on their coarser one (the section must then start on a cell border) — and
@@ -508,18 +520,16 @@ def section(m: Map, rows: tuple[int, int], cols: tuple[int, int]) -> Map:
     if not (0 <= y0 < y1 <= m.shape[0] and 0 <= x0 < x1 <= m.shape[1]):
         raise ValueError(f"{m.source}: section rows {y0}:{y1}, columns {x0}:{x1} is not inside its "
                          f"{m.shape[0]} × {m.shape[1]} pixels")
-    k, f = m.cell_pixels, m.sky_oversample
-    if m.cells is not None and (y0 % k or x0 % k):
-        raise ValueError(f"{m.source}: a section of a map with {k}-pixel cells must start on a cell border, got "
-                         f"pixel ({y0}, {x0})")
 
-    def cut(plane):
-        return None if plane is None else plane[y0:y1, x0:x1]
+    def cut(plane, finer: int = 1, cell: int = 1):
+        if plane is None:
+            return None
+        a, b, c, d = grid_bounds(rows, cols, finer, cell, m.source)
+        return plane[a:b, c:d]
 
     return replace(m, data=m.data[y0:y1, x0:x1], wcs=m.wcs[y0:y1, x0:x1], noise=cut(m.noise), flags=cut(m.flags),
-                   mean=cut(m.mean), sky_model=None if m.sky_model is None else m.sky_model[f * y0:f * y1, f * x0:f * x1],
-                   cells=None if m.cells is None else m.cells[y0 // k:-(-y1 // k), x0 // k:-(-x1 // k)],
-                   residuals={}, decoded=None)
+                   mean=cut(m.mean), sky_model=cut(m.sky_model, finer=m.sky_oversample),
+                   cells=cut(m.cells, cell=m.cell_pixels), residuals={}, decoded=None)
 
 
 def cutout(m: Map, position: SkyCoord, size: u.Quantity | tuple[int, int]) -> Map:

@@ -20,7 +20,8 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from ..errors import refuse_existing
 from ..instruments import BANDS, Band, band_from_wavelength, get_band
 from ..instruments import SPIRE_BANDS
-from .core import RESIDUAL_CARDS, Map, MapError, flux_curves_from_header, parse_bunit, residual_extension
+from .core import (RESIDUAL_CARDS, Map, MapError, flux_curves_from_header, grid_bounds, parse_bunit,
+                   residual_extension)
 
 __all__ = ["PROVENANCE_PREFIXES", "read_map", "read_map_section", "map_from_hdul", "map_from_parts", "as_map", "write_map",
            "sibling_band_path"]
@@ -170,15 +171,10 @@ def read_map_section(path: str | os.PathLike, rows: tuple[int, int], cols: tuple
         for i, hdu in enumerate(hdul):
             if i != index and (not hdu.is_image or hdu.data is None):
                 continue
-            if hdu.name == "SKYMODEL":  # f times finer
-                f = int(hdu.header.get("SKYOVER", hdu.shape[-2] // ny))
-                a, b, c, d = f * y0, f * y1, f * x0, f * x1
-            elif hdu.name == "CELLS":  # cell times coarser; the last cell may be partly off the map
-                cell = int(hdu.header.get("CELLPIX", 2))
-                if y0 % cell or x0 % cell:
-                    raise ValueError(f"{source}: a section of a map with {cell}-pixel cells must start on a cell "
-                                     f"border, got pixel ({y0}, {x0})")
-                a, b, c, d = y0 // cell, -(-y1 // cell), x0 // cell, -(-x1 // cell)
+            if hdu.name == "SKYMODEL":
+                a, b, c, d = grid_bounds(rows, cols, finer=int(hdu.header.get("SKYOVER", hdu.shape[-2] // ny)))
+            elif hdu.name == "CELLS":
+                a, b, c, d = grid_bounds(rows, cols, cell=int(hdu.header.get("CELLPIX", 2)), source=source)
             elif hdu.shape[-2:] == (ny, nx):
                 a, b, c, d = y0, y1, x0, x1
             else:
